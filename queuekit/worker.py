@@ -1,0 +1,296 @@
+"""The worker loop: reserve jobs, run them under a concurrency limit, renew leases, stop cleanly.
+
+One loop polls the driver and starts jobs; ``JobRunner`` runs each one; stop conditions are
+decided in one method (``_stop_reason``). Lifecycle listeners (metrics, callbacks) hang off the
+runner's hooks, not off this loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .drivers.base import QueueDriver
+from .middleware import Outcome
+from .record import JobRecord
+from .runner import Execution, JobRunner
+
+__all__ = ["StopReason", "Worker", "WorkerOptions", "WorkerSummary"]
+
+log = logging.getLogger("queuekit.worker")
+
+_MAX_BACKOFF = 5.0
+
+
+class StopReason(StrEnum):
+    """Why a worker stopped."""
+
+    #: It took ``max_jobs`` jobs.
+    MAX_JOBS = "max_jobs"
+    #: Its wall-time ``timeout`` passed.
+    TIMEOUT = "timeout"
+    #: ``stop()`` was called (or the CLI got SIGINT/SIGTERM).
+    STOPPED = "stopped"
+
+
+class WorkerOptions(BaseModel):
+    """Everything one worker runs with; all durations in seconds.
+
+    ``queues`` None means every queue; a list is tried in the order given. ``max_jobs`` stops the
+    worker after that many jobs, ``timeout`` after that much wall time. ``delay`` pauses each slot
+    after each job. ``idle_wait`` bounds one wait for work. ``grace`` is how long a graceful stop
+    lets running jobs finish before handing them back. ``lease`` defaults to the driver's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queues: tuple[str, ...] | None = None
+    concurrency: int = Field(1, ge=1)
+    max_jobs: int | None = Field(None, ge=1)
+    delay: float = Field(0.0, ge=0)
+    timeout: float | None = Field(None, gt=0)
+    idle_wait: float = Field(1.0, gt=0)
+    grace: float = Field(30.0, ge=0)
+    job_timeout: float | None = Field(None, gt=0)
+    lease: float | None = Field(None, gt=0)
+
+
+@dataclass(slots=True)
+class WorkerSummary:
+    """What a worker did: jobs processed, by outcome, and why it stopped."""
+
+    processed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    abandoned: int = 0
+    stop_reason: StopReason | None = None
+
+    def count(self, outcome: Outcome | None) -> None:
+        """Add one job that ended with ``outcome``."""
+        if outcome is Outcome.RELEASED:
+            self.released += 1
+            return
+        self.processed += 1
+        if outcome is Outcome.COMPLETED:
+            self.completed += 1
+        elif outcome is Outcome.FAILED:
+            self.failed += 1
+        elif outcome is Outcome.RETRIED:
+            self.retried += 1
+        elif outcome is Outcome.ABANDONED:
+            self.abandoned += 1
+
+
+class Worker:
+    """A worker bound to one driver; ``QueueManager.start_worker()`` builds and runs it.
+
+    Example (background)::
+
+        worker = await manager.start_worker(concurrency=4, run_in_background=True)
+        ...
+        await worker.stop()          # graceful: no new jobs, running ones finish within grace
+        print(worker.summary)
+    """
+
+    def __init__(self, driver: QueueDriver, runner: JobRunner, options: WorkerOptions) -> None:
+        self.driver = driver
+        self.runner = runner
+        self.options = options
+        self.summary = WorkerSummary()
+        self._lease = options.lease or driver.default_lease
+        self._queues: Sequence[str] | None = options.queues
+        self._running = False
+        self._stopping = False
+        self._taken = 0
+        self._active: set[asyncio.Task[None]] = set()
+        self._executions: dict[str, Execution] = {}
+        self._loop_task: asyncio.Task[WorkerSummary] | None = None
+        self._cancelled_by_stop = False
+        self._wakeup = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        """True from start until the loop has stopped and running jobs have settled."""
+        return self._running
+
+    # -- starting and stopping -----------------------------------------------------------
+
+    def start(self) -> Worker:
+        """Run the loop in a background task and return at once."""
+        self._loop_task = asyncio.ensure_future(self.run())
+        return self
+
+    async def wait(self) -> WorkerSummary:
+        """Wait for a background worker to stop; returns its summary."""
+        if self._loop_task is None:
+            raise RuntimeError("worker was not started in the background")
+        return await asyncio.shield(self._loop_task)
+
+    async def stop(self, graceful: bool = True) -> WorkerSummary:
+        """Stop taking jobs; graceful lets running jobs finish within ``grace`` seconds.
+
+        Jobs still running after that (or at once, when not graceful) are cancelled and handed
+        back to the queue, their attempt uncounted.
+        """
+        self._stopping = True
+        self._wakeup.set()
+        if not graceful:
+            self._cancel_running()
+        if self._loop_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loop_task), self.options.grace + 1.0)
+            except TimeoutError:
+                self._cancel_running()
+                await asyncio.shield(self._loop_task)
+        return self.summary
+
+    def _cancel_running(self) -> None:
+        for task in self._active:
+            task.cancel()
+        if self.options.concurrency == 1 and self._executions and self._loop_task is not None:
+            # With concurrency 1 the job runs inside the loop task itself.
+            self._cancelled_by_stop = True
+            self._loop_task.cancel()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def run(self) -> WorkerSummary:
+        """Run in the foreground until a stop condition; returns the summary."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.current_task()  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.timeout if self.options.timeout else None
+        self._running = True
+        keeper = asyncio.create_task(self._keep_leases())
+        try:
+            await self._loop(deadline)
+        except asyncio.CancelledError:
+            if not self._cancelled_by_stop:
+                raise
+            self.summary.stop_reason = StopReason.STOPPED
+        finally:
+            await self._drain()
+            keeper.cancel()
+            self._running = False
+        return self.summary
+
+    def _stop_reason(self, at: float, deadline: float | None) -> StopReason | None:
+        if self._stopping:
+            return StopReason.STOPPED
+        if self.options.max_jobs is not None and self._taken >= self.options.max_jobs:
+            return StopReason.MAX_JOBS
+        if deadline is not None and at >= deadline:
+            return StopReason.TIMEOUT
+        return None
+
+    async def _loop(self, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        concurrency = self.options.concurrency
+        max_jobs = self.options.max_jobs
+        errors = 0
+        while True:
+            at = loop.time()
+            reason = self._stop_reason(at, deadline)
+            if reason is not None:
+                self.summary.stop_reason = reason
+                return
+            free = concurrency - len(self._active)
+            if free <= 0:
+                await asyncio.wait(self._active, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if max_jobs is not None:
+                free = min(free, max_jobs - self._taken)
+            wait = self.options.idle_wait
+            if deadline is not None:
+                wait = min(wait, max(deadline - at, 0.0))
+            try:
+                if free == 1:
+                    record = await self.driver.reserve(self._queues, lease=self._lease, wait=wait)
+                    records = [] if record is None else [record]
+                else:
+                    records = await self.driver.reserve_many(
+                        self._queues, lease=self._lease, limit=free, wait=wait
+                    )
+                errors = 0
+            except Exception as e:
+                errors += 1
+                await self._worker_error(e, errors)
+                continue
+            for record in records:
+                self._taken += 1
+                if concurrency == 1:
+                    await self._run_one(record)
+                else:
+                    task = asyncio.create_task(self._run_one(record))
+                    self._active.add(task)
+                    task.add_done_callback(self._active.discard)
+
+    async def _run_one(self, record: JobRecord) -> None:
+        execution = Execution(record)
+        self._executions[record.id] = execution
+        try:
+            await self.runner.run(record, execution)
+        except asyncio.CancelledError:
+            self.summary.count(execution.outcome)
+            raise
+        except Exception as e:
+            # The runner settles what the job does; what reaches here is the backend failing
+            # while settling. The lease will expire and the job run again: nothing is lost.
+            await self.runner.hooks.emit("on_worker_error", e)
+            log.exception("queuekit: settling job %s %s failed", record.job_name, record.id)
+        else:
+            self.summary.count(execution.outcome)
+        finally:
+            self._executions.pop(record.id, None)
+        if self.options.delay:
+            await self._pause(self.options.delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless a stop arrives first."""
+        if self._stopping:
+            return
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
+
+    async def _worker_error(self, error: Exception, consecutive: int) -> None:
+        log.warning("queuekit worker: %s: %s (retrying)", type(error).__name__, error)
+        await self.runner.hooks.emit("on_worker_error", error)
+        # Back off on repeated errors (a backend that is down) instead of spinning.
+        await self._pause(min(0.05 * 2 ** min(consecutive, 10), _MAX_BACKOFF))
+
+    async def _drain(self) -> None:
+        if not self._active:
+            return
+        _, pending = await asyncio.wait(set(self._active), timeout=self.options.grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every running job about every third of the lease."""
+        interval = max(self._lease / 3.0, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            for execution in list(self._executions.values()):
+                if execution.lease_lost or execution.outcome is not None:
+                    continue
+                try:
+                    if not await self.driver.extend(execution.record, lease=self._lease):
+                        execution.lease_lost = True
+                        log.warning(
+                            "queuekit: lost the lease of %s %s; its result will be dropped",
+                            execution.record.job_name,
+                            execution.record.id,
+                        )
+                except Exception as e:
+                    await self.runner.hooks.emit("on_worker_error", e)
