@@ -41,7 +41,9 @@ class QueueManager:
             summary = await qm.start_worker(max_jobs=1)
 
     ``QueueManager()`` with no config uses the memory driver. ``registry`` defaults to
-    ``queuekit.default_registry``; ``middleware`` adds lifecycle listeners to every worker.
+    ``queuekit.default_registry``; ``middleware`` adds lifecycle listeners to every worker;
+    ``driver`` supplies a connected driver instance instead of building one from the config
+    (the caller then connects and closes it).
     """
 
     #: ``QueueManager.register_driver(name, factory)``, the same as ``queuekit.register_driver``.
@@ -53,15 +55,22 @@ class QueueManager:
         *,
         registry: JobRegistry | None = None,
         middleware: Iterable[Middleware] = (),
+        driver: QueueDriver | None = None,
     ) -> None:
         self.config = QueueConfig.parse(config)
         self.default_driver_name: str = self.config.queue.driver
         self.registry = registry if registry is not None else default_registry
         self.metrics = MetricsCollector()
         self.hooks = Hooks([self.metrics, LoggingMiddleware(), *middleware])
-        self.driver: QueueDriver = create_driver(
-            self.default_driver_name, self.config.driver_options(self.default_driver_name)
-        )
+        # A driver handed in is the caller's: it is connected and closed by them, not by us.
+        self._owns_driver = driver is None
+        if driver is not None:
+            self.default_driver_name = driver.name
+        else:
+            driver = create_driver(
+                self.default_driver_name, self.config.driver_options(self.default_driver_name)
+            )
+        self.driver: QueueDriver = driver
         self._runner = self._make_runner(self.hooks)
         self._initialized = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -74,7 +83,8 @@ class QueueManager:
     async def init(self) -> QueueManager:
         """Connect the driver (create tables, files, scripts). Safe to call more than once."""
         if not self._initialized:
-            await self.driver.connect()
+            if self._owns_driver:
+                await self.driver.connect()
             self._initialized = True
             self._loop = asyncio.get_running_loop()
         return self
@@ -86,7 +96,8 @@ class QueueManager:
         self._workers.clear()
         if self._initialized:
             self._initialized = False
-            await self.driver.close()
+            if self._owns_driver:
+                await self.driver.close()
 
     async def __aenter__(self) -> QueueManager:
         return await self.init()

@@ -127,6 +127,9 @@ class MemoryDriver(QueueDriver):
             entry = self._reserved.get(job_id)
             if entry is None or entry[0] != token:
                 continue  # already acked, or re-leased since: the heap entry is stale
+            until = entry[1].reserved_until
+            if until is not None and until > at:
+                continue  # extended since: a later heap entry carries the new deadline
             del self._reserved[job_id]
             # A copy goes back in the queue, so the dead holder's record keeps its old token and
             # its late complete()/fail() is refused by the fence.
