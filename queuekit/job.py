@@ -83,6 +83,8 @@ class QueueJob(BaseModel):
         # registry key, or the two would collide.
         if not cls.__dict__.get("job_name"):
             cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
+        if "job_aliases" not in cls.__dict__:
+            cls.job_aliases = ()
         default_registry.register(cls)
 
     async def handle(self) -> Any:

@@ -125,6 +125,7 @@ class Worker:
 
     def start(self) -> Worker:
         """Run the loop in a background task and return at once."""
+        self._running = True
         self._loop_task = asyncio.ensure_future(self.run())
         return self
 
