@@ -82,7 +82,7 @@ def test_defaults_are_written_too() -> None:
 def test_missing_field_is_named() -> None:
     data = JobRecord(id="1", job_name="j", payload={}).to_json()
     del data["queue"]
-    with pytest.raises(CorruptStoreError, match="jobs.json line 3: field 'queue' is missing"):
+    with pytest.raises(CorruptStoreError, match=r"jobs\.json line 3: field 'queue' is missing"):
         JobRecord.from_json(data, source="jobs.json line 3")
 
 

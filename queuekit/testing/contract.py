@@ -120,7 +120,9 @@ class DriverContract:
         assert got.lease_token
         assert got.reserved_until is not None
         assert before + LEASE - 2 <= got.reserved_until <= now() + LEASE + 2
-        assert await driver.reserve(["default"], lease=LEASE) is None, "a leased job is not handed out twice"
+        assert await driver.reserve(["default"], lease=LEASE) is None, (
+            "a leased job is not handed out twice"
+        )
 
     async def test_each_reservation_gets_a_fresh_token(self, driver: QueueDriver) -> None:
         await driver.push(make_record())
@@ -172,8 +174,13 @@ class DriverContract:
 
     async def test_record_fields_round_trip(self, driver: QueueDriver) -> None:
         pushed = make_record(
-            3, queue="rt", priority=2, max_retries=9, timeout=1.5,
-            meta={"nested": {"a": [1, 2]}, "s": "é"}, last_error=None,
+            3,
+            queue="rt",
+            priority=2,
+            max_retries=9,
+            timeout=1.5,
+            meta={"nested": {"a": [1, 2]}, "s": "é"},
+            last_error=None,
         )
         await driver.push(pushed)
         got = await driver.reserve(["rt"], lease=LEASE)
@@ -350,7 +357,9 @@ class DriverContract:
 
     # -- managing and counting -----------------------------------------------------------
 
-    async def test_purge_deletes_pending_and_delayed_of_one_queue(self, driver: QueueDriver) -> None:
+    async def test_purge_deletes_pending_and_delayed_of_one_queue(
+        self, driver: QueueDriver
+    ) -> None:
         for i in range(3):
             await driver.push(make_record(i, queue="p"))
         delayed = make_record(9, queue="p", available_at=now() + 60)

@@ -64,7 +64,11 @@ class ProbeJob(QueueJob):
 
     async def handle(self) -> None:
         ctx = self.context
-        append_line(self.log_path, f"start {ctx.job_id} {os.getpid()} {ctx.attempt} {time.time():.6f}")
+        append_line(
+            self.log_path, f"start {ctx.job_id} {os.getpid()} {ctx.attempt} {time.time():.6f}"
+        )
         if self.sleep and ctx.attempt <= self.slow_attempts:
             await asyncio.sleep(self.sleep)
-        append_line(self.log_path, f"end {ctx.job_id} {os.getpid()} {ctx.attempt} {time.time():.6f}")
+        append_line(
+            self.log_path, f"end {ctx.job_id} {os.getpid()} {ctx.attempt} {time.time():.6f}"
+        )
