@@ -337,6 +337,8 @@ class QueueManager:
                     ]
                 )
             )
+        if options.concurrency > 1:
+            runner = runner.with_batched_acks(limit=options.concurrency)
         worker = Worker(self.driver, runner, options)
         if not run_in_background:
             return await worker.run()

@@ -99,6 +99,21 @@ class JobRunner:
         self.hooks = hooks
         self.manager = manager
         self.default_timeout = default_timeout
+        self._complete = driver.complete
+
+    def with_batched_acks(self, limit: int = 100) -> JobRunner:
+        """A runner like this one whose completions are batched (for concurrent workers)."""
+        from .acks import AckBatcher
+
+        runner = JobRunner(
+            self.driver,
+            self.registry,
+            self.hooks,
+            manager=self.manager,
+            default_timeout=self.default_timeout,
+        )
+        runner._complete = AckBatcher(self.driver, limit).complete
+        return runner
 
     async def run(self, record: JobRecord, execution: Execution | None = None) -> Execution:
         """Run ``record`` once and settle it; returns the ``Execution`` with its outcome.
@@ -146,7 +161,7 @@ class JobRunner:
         if execution.lease_lost:
             execution.outcome = Outcome.ABANDONED
         elif execution.error is None:
-            completed = await self.driver.complete(record)
+            completed = await self._complete(record)
             execution.outcome = Outcome.COMPLETED if completed else Outcome.ABANDONED
         else:
             await self._settle_error(execution, job)
