@@ -1,0 +1,429 @@
+"""``queuekit demo``: thousands of sample jobs through a real worker, for a first look.
+
+The demo dispatches a mix of jobs to a persistent queue in a temporary folder (the SQLite database
+driver when it is available), runs a worker with a progress bar and prints the metrics and the
+failed jobs. The mix shows every path a job can take:
+
+- most jobs succeed (``demo.resize_image`` is ``async``, ``demo.send_receipt`` a plain ``def``
+  that runs in a thread);
+- ``demo.charge_card`` fails once or twice, then succeeds on a retry;
+- ``demo.import_rows`` fails on every attempt and lands in the failed store after its retries;
+- ``demo.refund`` raises ``PermanentError`` and fails at once, without a retry;
+- ``demo.daily_report`` is dispatched with a delay of one to two seconds.
+
+The job classes keep fixed ``job_name``s, so a kept store (``--path``) can be inspected and run
+again later with ``queuekit worker --config DIR/queuekit.json --import queuekit.demo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
+
+from .cli import CliError, error_headline, render_table
+from .errors import PermanentError
+from .job import QueueJob
+from .manager import QueueManager
+from .record import JobRecord
+from .worker import Worker
+
+__all__ = [
+    "ChargeCardJob",
+    "DailyReportJob",
+    "DemoReport",
+    "ImportRowsJob",
+    "RefundJob",
+    "ResizeImageJob",
+    "SendReceiptJob",
+    "demo_config",
+    "plan_jobs",
+    "run_demo",
+]
+
+# Retry delays are kept short so the demo finishes in seconds; real jobs wait longer.
+_SHORT = 0.05
+
+
+class ResizeImageJob(QueueJob):
+    """Succeeds after a few milliseconds of simulated I/O (an ``async`` handle)."""
+
+    job_name: ClassVar[str] = "demo.resize_image"
+    queue: ClassVar[str] = "images"
+
+    image_id: int
+    width: int
+
+    async def handle(self) -> dict[str, int]:
+        await asyncio.sleep(0.001 * (1 + self.image_id % 5))
+        return {"image_id": self.image_id, "width": self.width}
+
+
+class SendReceiptJob(QueueJob):
+    """Succeeds; a plain ``def`` handle, so it runs in a worker thread."""
+
+    job_name: ClassVar[str] = "demo.send_receipt"
+    queue: ClassVar[str] = "emails"
+
+    order_id: int
+    email: str
+
+    def handle(self) -> None:
+        time.sleep(0.002)  # a blocking client call, kept off the event loop by the worker
+
+
+class ChargeCardJob(QueueJob):
+    """Fails its first ``failures`` attempts, then succeeds: retries with a short backoff."""
+
+    job_name: ClassVar[str] = "demo.charge_card"
+    queue: ClassVar[str] = "payments"
+    priority: ClassVar[int] = 10
+    max_retries: ClassVar[int] = 3
+    retry_delay: ClassVar[float] = _SHORT
+    retry_backoff: ClassVar[bool] = True
+
+    order_id: int
+    failures: int
+
+    async def handle(self) -> None:
+        await asyncio.sleep(0.002)
+        if self.attempt <= self.failures:
+            raise ConnectionError(
+                f"payment gateway timed out charging order {self.order_id} (attempt {self.attempt})"
+            )
+
+
+class ImportRowsJob(QueueJob):
+    """Fails on every attempt: after its two retries it lands in the failed store."""
+
+    job_name: ClassVar[str] = "demo.import_rows"
+    max_retries: ClassVar[int] = 2
+    retry_delay: ClassVar[list[float]] = [_SHORT, 2 * _SHORT]
+
+    batch: int
+
+    async def handle(self) -> None:
+        raise ValueError(
+            f"batch {self.batch}, row {17 + self.batch % 40}: invalid date '2024-13-01'"
+        )
+
+
+class RefundJob(QueueJob):
+    """Raises ``PermanentError``: fails at once, no retry."""
+
+    job_name: ClassVar[str] = "demo.refund"
+    queue: ClassVar[str] = "payments"
+
+    order_id: int
+
+    async def handle(self) -> None:
+        raise PermanentError(f"order {self.order_id} was never paid; nothing to refund")
+
+
+class DailyReportJob(QueueJob):
+    """Succeeds; dispatched with a delay of one to two seconds."""
+
+    job_name: ClassVar[str] = "demo.daily_report"
+    queue: ClassVar[str] = "reports"
+
+    day: int
+
+    async def handle(self) -> None:
+        await asyncio.sleep(0.001)
+
+
+@dataclass(slots=True)
+class DemoPlan:
+    """The jobs the demo dispatches: ``now`` at once, ``delayed`` as (job, seconds) pairs."""
+
+    now: list[QueueJob] = field(default_factory=list)
+    delayed: list[tuple[QueueJob, float]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """How many jobs in all."""
+        return len(self.now) + len(self.delayed)
+
+    @property
+    def doomed(self) -> int:
+        """How many are built to fail for good."""
+        return sum(isinstance(job, ImportRowsJob | RefundJob) for job in self.now)
+
+
+def plan_jobs(count: int, seed: int = 3) -> DemoPlan:
+    """A reproducible mix of ``count`` demo jobs (about 5% delayed, 10% flaky, 2.5% doomed)."""
+    rng = random.Random(seed)
+    plan = DemoPlan()
+    for i in range(count):
+        roll = rng.random()
+        if roll < 0.05:
+            plan.delayed.append((DailyReportJob(day=i), round(rng.uniform(1.0, 2.0), 3)))
+        elif roll < 0.15:
+            plan.now.append(ChargeCardJob(order_id=i, failures=rng.choice((1, 1, 2))))
+        elif roll < 0.165:
+            plan.now.append(ImportRowsJob(batch=i))
+        elif roll < 0.175:
+            plan.now.append(RefundJob(order_id=i))
+        elif roll < 0.6:
+            plan.now.append(ResizeImageJob(image_id=i, width=rng.choice((320, 640, 1280))))
+        else:
+            plan.now.append(SendReceiptJob(order_id=i, email=f"customer{i}@example.com"))
+    return plan
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def demo_config(driver: str, folder: Path) -> tuple[dict[str, Any], str]:
+    """The config dict for ``driver`` with its store in ``folder``, and a line describing it.
+
+    Falls back to the memory driver (and says so) when the module of the asked-for driver is not
+    part of this installation.
+    """
+    # Short idle waits: a polling driver then picks up delayed jobs and retries promptly.
+    worker = {"idle_wait": 0.1, "grace": 5}
+    if driver == "sqlite" and _importable("queuekit.drivers.database.sqlite"):
+        path = folder / "jobs.db"
+        return (
+            {
+                "queue": {
+                    "driver": "database",
+                    "database": {"url": f"sqlite:///{path}"},
+                    "worker": worker,
+                }
+            },
+            f"database driver, SQLite at {path}",
+        )
+    if driver == "file" and _importable("queuekit.drivers.file"):
+        path = folder / "jobs.json"
+        return (
+            {"queue": {"driver": "file", "file": {"path": str(path)}, "worker": worker}},
+            f"file driver at {path}",
+        )
+    if driver != "memory":
+        note = f"the {driver} driver is not available in this installation; "
+    else:
+        note = ""
+    return (
+        {"queue": {"driver": "memory", "worker": worker}},
+        f"memory driver ({note}jobs live in this process only)",
+    )
+
+
+@dataclass(slots=True)
+class DemoReport:
+    """What a demo run did, for callers and tests."""
+
+    driver: str
+    dispatched: int
+    metrics: dict[str, Any]
+    failed: list[JobRecord]
+    expected_failures: int
+    elapsed: float
+    finished: bool
+
+
+class _Progress:
+    """A one-line progress bar drawn with ``\\r`` on a terminal, plain lines elsewhere."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.perf_counter()
+        self._last_line = 0.0
+
+    def draw(self, metrics: dict[str, Any], *, final: bool = False) -> None:
+        done = metrics["total_completed"] + metrics["total_failed"]
+        elapsed = time.perf_counter() - self.started
+        if not (self.tty or final or elapsed - self._last_line >= 1.0):
+            return
+        self._last_line = elapsed
+        share = done / self.total if self.total else 1.0
+        bar = "#" * int(share * 30)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        line = (
+            f"[{bar:<30}] {done:>{len(str(self.total))}}/{self.total} {share:6.1%}  "
+            f"ok {metrics['total_completed']}  failed {metrics['total_failed']}  "
+            f"retries {metrics['total_retried']}  {rate:,.0f} jobs/s"
+        )
+        end = "\n" if final or not self.tty else ""
+        self.stream.write(("\r" + line if self.tty else line) + end)
+        self.stream.flush()
+
+
+async def run_demo(
+    *,
+    jobs: int = 2000,
+    driver: str = "sqlite",
+    path: str | Path | None = None,
+    concurrency: int = 8,
+    deadline: float = 120.0,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> DemoReport:
+    """Dispatch ``jobs`` sample jobs, drain them with a worker, print what happened.
+
+    ``driver`` is ``sqlite``, ``file`` or ``memory``; the store goes to ``path`` (kept, with a
+    ``queuekit.json`` config beside it) or to a temporary folder (deleted). Progress goes to
+    ``err``, results to ``out``. The worker stops when every job has completed or failed for
+    good, or after ``deadline`` seconds (then ``finished`` is False).
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    with ExitStack() as stack:
+        if path is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="queuekit-demo-")))
+        else:
+            folder = _prepare_folder(Path(path))
+        config, described = demo_config(driver, folder)
+        if path is not None:
+            (folder / "queuekit.json").write_text(json.dumps(config, indent=2) + "\n")
+        plan = plan_jobs(jobs)
+        print(
+            f"queuekit demo: {plan.total:,} jobs, {described}, concurrency {concurrency}", file=out
+        )
+        async with QueueManager(config) as manager:
+            dispatch_seconds = await _dispatch(manager, plan)
+            print(
+                f"dispatched {plan.total:,} jobs in {dispatch_seconds:.2f} s "
+                f"({plan.total / max(dispatch_seconds, 1e-9):,.0f} jobs/s); "
+                f"{len(plan.delayed)} of them delayed 1-2 s",
+                file=out,
+            )
+            out.flush()
+            elapsed, finished = await _drain(manager, plan.total, concurrency, deadline, err)
+            report = DemoReport(
+                driver=manager.default_driver_name,
+                dispatched=plan.total,
+                metrics=manager.get_metrics(),
+                failed=await manager.failed_jobs(limit=plan.total),
+                expected_failures=plan.doomed,
+                elapsed=elapsed,
+                finished=finished,
+            )
+            stats = await manager.stats()
+        _print_report(report, stats, out)
+        if path is not None:
+            cfg = folder / "queuekit.json"
+            print(
+                f"\nThe store is kept in {folder}. Look at it with:\n"
+                f"  queuekit stats --config {cfg}\n"
+                f"  queuekit failed list --config {cfg}",
+                file=out,
+            )
+    return report
+
+
+def _prepare_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("jobs.db", "jobs.json"):
+        if (folder / name).exists():
+            # A store left by an earlier run would mix its jobs into this run's figures.
+            raise CliError(
+                f"--path {folder}: {name} already exists; delete it or pick another folder"
+            )
+    return folder
+
+
+async def _dispatch(manager: QueueManager, plan: DemoPlan, chunk: int = 500) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(plan.now), chunk):
+        await manager.dispatch_batch(plan.now[i : i + chunk])
+    for job, delay in plan.delayed:
+        await manager.dispatch(job, delay=delay)
+    return time.perf_counter() - started
+
+
+async def _drain(
+    manager: QueueManager, total: int, concurrency: int, deadline: float, err: TextIO
+) -> tuple[float, bool]:
+    """Run a background worker until every job has settled; returns (seconds, finished)."""
+    progress = _Progress(total, err)
+    worker = await manager.start_worker(concurrency=concurrency, run_in_background=True)
+    assert isinstance(worker, Worker)
+    finished = False
+    try:
+        while progress.started + deadline > time.perf_counter():
+            metrics = manager.get_metrics()
+            if metrics["total_completed"] + metrics["total_failed"] >= total:
+                finished = True
+                break
+            progress.draw(metrics)
+            if not worker.running and worker.summary.stop_reason is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await worker.stop()
+    progress.draw(manager.get_metrics(), final=True)
+    if not finished:
+        print(f"queuekit demo: stopped after {deadline:g} s with jobs unfinished", file=err)
+    return time.perf_counter() - progress.started, finished
+
+
+def _print_report(report: DemoReport, stats: dict[str, dict[str, int]], out: TextIO) -> None:
+    m = report.metrics
+    print(f"\nprocessed in {report.elapsed:.2f} s\n\nMetrics (manager.get_metrics())", file=out)
+    rows: list[Sequence[Any]] = [
+        ("total_queued", m["total_queued"]),
+        ("total_completed", m["total_completed"]),
+        ("total_failed", m["total_failed"]),
+        ("total_retried", m["total_retried"]),
+        ("currently_processing", m["currently_processing"]),
+        ("success_rate", f"{m['success_rate']:.1%}"),
+        ("failure_rate", f"{m['failure_rate']:.1%}"),
+        ("average_processing_time_ms", round(m["average_processing_time_ms"], 2)),
+    ]
+    print(render_table(("metric", "value"), rows, indent="  "), file=out)
+
+    names = sorted(m["queued_by_type"])
+    by_type = [
+        (
+            name,
+            m["queued_by_type"].get(name, 0),
+            m["completed_by_type"].get(name, 0),
+            m["retried_by_type"].get(name, 0),
+            m["failed_by_type"].get(name, 0),
+        )
+        for name in names
+    ]
+    print("\nBy job type", file=out)
+    print(
+        render_table(("type", "queued", "completed", "retried", "failed"), by_type, "  "), file=out
+    )
+
+    queues = [
+        (q, c["pending"], c["delayed"], c["reserved"], c["failed"])
+        for q, c in sorted(stats.items())
+    ]
+    print("\nQueues (manager.stats())", file=out)
+    print(
+        render_table(("queue", "pending", "delayed", "reserved", "failed"), queues, "  "), file=out
+    )
+
+    # A few of each type, so every way of failing shows up however many there are.
+    shown: list[JobRecord] = []
+    seen: dict[str, int] = {}
+    for record in report.failed:
+        seen[record.job_name] = seen.get(record.job_name, 0) + 1
+        if seen[record.job_name] <= 4:
+            shown.append(record)
+    print(f"\nFailed jobs (manager.failed_jobs()): {len(report.failed)}", file=out)
+    if shown:
+        rows = [(r.id, r.job_name, r.attempts, error_headline(r.last_error, 72)) for r in shown]
+        print(render_table(("id", "type", "attempts", "last error"), rows, "  "), file=out)
+    if len(report.failed) > len(shown):
+        print(f"  ... and {len(report.failed) - len(shown)} more like these", file=out)
