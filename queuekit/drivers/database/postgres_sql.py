@@ -1,0 +1,371 @@
+"""Every SQL statement of the PostgreSQL dialect, each with what it guarantees.
+
+The statements are templates over the table names (``{jobs}``, ``{failed}``, index names), filled
+once per driver by ``PostgresStatements.render`` with quoted identifiers. Values always travel as
+``%(name)s`` parameters. Every statement runs as ONE statement in autocommit, so each is its own
+transaction: one round trip, and atomic without a BEGIN/COMMIT exchange.
+
+Instants are float epoch seconds from the client's clock (as the records carry them), so the
+hosts that share a queue keep their clocks in sync (NTP), as they must for ``available_at`` anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE
+
+__all__ = ["PostgresStatements", "channel_name"]
+
+_COLUMNS = ", ".join(JOB_COLUMNS)
+_FAILED_COLUMNS = ", ".join(FAILED_COLUMNS)
+_VALUES = ", ".join(f"%({c})s" for c in JOB_COLUMNS)
+_J_COLUMNS = ", ".join(f"j.{c}" for c in JOB_COLUMNS)
+
+# Postgres element types of the arrays ``push_many`` sends, one per column of ``JOB_COLUMNS``.
+_ARRAY_TYPES = {
+    "priority": "integer",
+    "attempts": "integer",
+    "max_retries": "integer",
+    "timeout": "double precision",
+    "created_at": "double precision",
+    "available_at": "double precision",
+    "reserved_until": "double precision",
+}
+_UNNEST = ", ".join(f"%({c})s::{_ARRAY_TYPES.get(c, 'text')}[]" for c in JOB_COLUMNS)
+
+# -- schema -------------------------------------------------------------------------------------
+
+# Concurrent ``CREATE TABLE IF NOT EXISTS`` from several workers starting at once can still fail
+# with a duplicate pg_type row; one advisory lock per database serializes schema creation.
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('queuekit.schema'))"
+
+CREATE_SCHEMA_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (
+    table_name text PRIMARY KEY,
+    version integer NOT NULL
+)"""
+
+# ``seq`` is the push order (ties after priority and available_at). Key columns use the "C"
+# collation: byte comparison is faster and ids, queues and tokens have no linguistic order.
+CREATE_JOBS = """
+CREATE TABLE IF NOT EXISTS {jobs} (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    id text COLLATE "C" PRIMARY KEY,
+    job_name text NOT NULL,
+    payload text NOT NULL,
+    queue text COLLATE "C" NOT NULL,
+    priority integer NOT NULL,
+    attempts integer NOT NULL,
+    max_retries integer NOT NULL,
+    timeout double precision,
+    created_at double precision NOT NULL,
+    available_at double precision NOT NULL,
+    reserved_until double precision,
+    lease_token text COLLATE "C",
+    unique_key text COLLATE "C",
+    last_error text,
+    meta text NOT NULL
+)"""
+
+# The reservation order for one named queue, and across every queue. Neither index holds a
+# column that reservation changes (attempts, reserved_until, lease_token), so a reservation can
+# be a HOT update that writes no index entry.
+CREATE_PICK_INDEX = """
+CREATE INDEX IF NOT EXISTS {pick_index} ON {jobs} (queue, priority DESC, available_at, seq)"""
+CREATE_PICK_ANY_INDEX = """
+CREATE INDEX IF NOT EXISTS {pick_any_index} ON {jobs} (priority DESC, available_at, seq)"""
+
+# UNIQUE: at most one pending, delayed or running job per unique_key. Finished jobs are deleted
+# and failed ones moved out, so the key is free again exactly when the job leaves this table.
+CREATE_UNIQUE_INDEX = """
+CREATE UNIQUE INDEX IF NOT EXISTS {unique_index} ON {jobs} (unique_key)
+WHERE unique_key IS NOT NULL"""
+
+CREATE_FAILED = """
+CREATE TABLE IF NOT EXISTS {failed} (
+    id text COLLATE "C" PRIMARY KEY,
+    job_name text NOT NULL,
+    payload text NOT NULL,
+    queue text COLLATE "C" NOT NULL,
+    priority integer NOT NULL,
+    attempts integer NOT NULL,
+    max_retries integer NOT NULL,
+    timeout double precision,
+    created_at double precision NOT NULL,
+    available_at double precision NOT NULL,
+    reserved_until double precision,
+    lease_token text COLLATE "C",
+    unique_key text COLLATE "C",
+    last_error text,
+    meta text NOT NULL,
+    failed_at double precision NOT NULL
+)"""
+
+CREATE_FAILED_INDEX = """
+CREATE INDEX IF NOT EXISTS {failed_index} ON {failed} (failed_at, id)"""
+
+# The first release to create a table records its layout version; a later one migrates from it.
+RECORD_VERSION = f"""
+INSERT INTO {SCHEMA_TABLE} (table_name, version) VALUES (%(table)s, %(version)s)
+ON CONFLICT (table_name) DO NOTHING
+RETURNING version"""
+
+READ_VERSION = f"SELECT version FROM {SCHEMA_TABLE} WHERE table_name = %(table)s"
+
+# -- pushing ------------------------------------------------------------------------------------
+
+# One row, or none when a pending/running job holds the same unique_key (rowcount tells which).
+PUSH = f"INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING"
+
+# PUSH plus a NOTIFY that wakes idle workers. NOTIFY is transactional: inside a caller's
+# transaction it is sent only if that transaction commits, so nobody wakes for a rolled-back job.
+# Returns one row when the job was stored.
+PUSH_NOTIFY = f"""
+WITH stored AS (
+    INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING
+    RETURNING queue
+)
+SELECT pg_notify(%(channel)s, queue) FROM stored"""
+
+# The whole batch in one statement, so all rows commit or none do (a duplicate unique_key
+# raises and stores nothing). ``unnest`` keeps array order, so ``seq`` follows the batch order.
+# One NOTIFY per distinct queue with a job that is due now.
+PUSH_MANY = f"""
+WITH stored AS (
+    INSERT INTO {{jobs}} ({_COLUMNS}) SELECT * FROM unnest({_UNNEST})
+    RETURNING queue, available_at
+)
+SELECT pg_notify(%(channel)s, queue)
+FROM (SELECT DISTINCT queue FROM stored WHERE available_at <= %(now)s) AS due"""
+
+# -- reserving ----------------------------------------------------------------------------------
+
+# Reservation in one statement and one round trip. A row is due when available_at has passed and
+# it is not leased, or its lease ran out (the worker died): expired leases are reclaimed by the
+# very statement that hands them out again, with the attempt counted. FOR UPDATE SKIP LOCKED lets
+# concurrent reservers pass over each other's candidate rows instead of waiting or taking the same
+# one; READ COMMITTED re-checks the WHERE clause on a row updated since the snapshot, so a row
+# leased by another worker a moment ago is not taken again. MATERIALIZED keeps the locking
+# subquery evaluated exactly once. RETURNING order is not guaranteed: ``seq`` lets the driver
+# sort the batch back into reservation order.
+_RESERVE = f"""
+WITH picked AS MATERIALIZED (
+    SELECT id FROM {{{{jobs}}}}
+    WHERE {{where}}available_at <= %(now)s
+      AND (reserved_until IS NULL OR reserved_until <= %(now)s)
+    ORDER BY priority DESC, available_at, seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {{{{jobs}}}} AS j
+SET attempts = j.attempts + 1, reserved_until = %(until)s, lease_token = %(token)s
+FROM picked
+WHERE j.id = picked.id
+RETURNING {_J_COLUMNS}, j.seq"""
+RESERVE_QUEUE = _RESERVE.format(where="queue = %(queue)s AND ")
+RESERVE_ANY = _RESERVE.format(where="")
+
+# Undo the reservation of rows a reserve could not hand out (a batch that also held a corrupt
+# row): the attempt is uncounted and the lease dropped, fenced by the token just given out.
+UNRESERVE = """
+UPDATE {jobs} SET attempts = attempts - 1, reserved_until = NULL, lease_token = NULL
+WHERE id = ANY(%(ids)s) AND lease_token = %(token)s"""
+
+# -- settling a lease (every statement fenced by id AND lease_token) ----------------------------
+
+# A holder whose lease was reclaimed has a stale token and matches nothing.
+EXTEND = """
+UPDATE {jobs} SET reserved_until = %(until)s WHERE id = %(id)s AND lease_token = %(token)s"""
+
+COMPLETE = "DELETE FROM {jobs} WHERE id = %(id)s AND lease_token = %(token)s"
+
+# Several acknowledgements in one statement; each row is fenced by its own (id, token) pair and
+# RETURNING says which were still held.
+COMPLETE_MANY = """
+DELETE FROM {jobs} AS j
+USING unnest(%(ids)s::text[], %(tokens)s::text[]) AS done(id, token)
+WHERE j.id = done.id AND j.lease_token = done.token
+RETURNING j.id"""
+
+# Back to waiting, with the attempts the worker gives and its error (NULL keeps the last one).
+RELEASE = """
+UPDATE {jobs}
+SET available_at = %(available_at)s, attempts = %(attempts)s,
+    last_error = COALESCE(%(error)s, last_error), reserved_until = NULL, lease_token = NULL
+WHERE id = %(id)s AND lease_token = %(token)s"""
+
+# RELEASE of a job due at once, waking idle workers; one row when the lease was held.
+RELEASE_NOTIFY = f"""
+WITH released AS ({RELEASE}
+    RETURNING queue
+)
+SELECT pg_notify(%(channel)s, queue) FROM released"""
+
+# Move to the failed table in one statement: the DELETE and the INSERT commit together, so a
+# crash can neither lose the job nor leave it in both tables. Returns one row when moved.
+FAIL = f"""
+WITH gone AS (
+    DELETE FROM {{jobs}} WHERE id = %(id)s AND lease_token = %(token)s
+    RETURNING {_COLUMNS}
+)
+INSERT INTO {{failed}} ({_FAILED_COLUMNS})
+SELECT id, job_name, payload, queue, priority, attempts, max_retries, timeout, created_at,
+       available_at, NULL, NULL, unique_key, %(error)s, meta, %(now)s
+FROM gone
+RETURNING id"""
+
+# -- failed jobs --------------------------------------------------------------------------------
+
+FAILED_ALL = f"""
+SELECT {_FAILED_COLUMNS} FROM {{failed}} ORDER BY failed_at, id LIMIT %(limit)s"""
+FAILED_QUEUE = f"""
+SELECT {_FAILED_COLUMNS} FROM {{failed}} WHERE queue = %(queue)s
+ORDER BY failed_at, id LIMIT %(limit)s"""
+
+# Back to the jobs table as new (attempts 0, due now) and out of the failed table, atomically.
+# A job whose unique_key is held by a pending job, or that another process is retrying at the same
+# moment, is not inserted (ON CONFLICT DO NOTHING) and so stays in the failed table: only rows that
+# really moved are deleted, and the returned count is of those.
+_RETRY = f"""
+WITH moved AS (
+    INSERT INTO {{{{jobs}}}} ({_COLUMNS})
+    SELECT id, job_name, payload, queue, priority, 0, max_retries, timeout, created_at,
+           %(now)s, NULL, NULL, unique_key, last_error, meta
+    FROM {{{{failed}}}} {{where}}
+    ORDER BY failed_at, id
+    ON CONFLICT DO NOTHING
+    RETURNING id, queue
+), gone AS (
+    DELETE FROM {{{{failed}}}} WHERE id IN (SELECT id FROM moved) RETURNING id
+), woken AS (
+    SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM moved) AS due
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM woken)"""
+RETRY_ALL = _RETRY.format(where="")
+RETRY_IDS = _RETRY.format(where="WHERE id = ANY(%(ids)s)")
+
+FORGET_ALL = "DELETE FROM {failed}"
+FORGET_IDS = "DELETE FROM {failed} WHERE id = ANY(%(ids)s)"
+
+# -- inspecting and managing --------------------------------------------------------------------
+
+# Pending and delayed rows only: a running job's row stays for its worker to settle. A row whose
+# lease ran out counts as waiting, as reservation would take it.
+PURGE = """
+DELETE FROM {jobs}
+WHERE queue = %(queue)s AND (reserved_until IS NULL OR reserved_until <= %(now)s)"""
+
+# Counts per queue in one statement: (queue, pending, delayed, reserved, failed) per row, jobs
+# table rows first, then failed table rows, to be summed by queue.
+_STATS = """
+SELECT queue,
+       count(*) FILTER (WHERE available_at <= %(now)s
+                          AND (reserved_until IS NULL OR reserved_until <= %(now)s)),
+       count(*) FILTER (WHERE available_at > %(now)s
+                          AND (reserved_until IS NULL OR reserved_until <= %(now)s)),
+       count(*) FILTER (WHERE reserved_until > %(now)s),
+       0
+FROM {{jobs}} {where} GROUP BY queue
+UNION ALL
+SELECT queue, 0, 0, 0, count(*) FROM {{failed}} {where} GROUP BY queue"""
+STATS_ALL = _STATS.format(where="")
+STATS_QUEUES = _STATS.format(where="WHERE queue = ANY(%(queues)s)")
+
+
+def _quote(name: str) -> str:
+    # Names are checked against ^[A-Za-z_][A-Za-z0-9_]*$ by DatabaseOptions, so doubling quotes is
+    # never needed; quoting keeps the exact case the config gives.
+    return f'"{name}"'
+
+
+def channel_name(table: str) -> str:
+    """The LISTEN/NOTIFY channel of a jobs table (at most 63 bytes, the identifier limit)."""
+    return f"queuekit_{table}"[:63]
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresStatements:
+    """The statements of one (jobs table, failed table) pair, ready to execute (as bytes)."""
+
+    schema_lock: bytes
+    create: tuple[bytes, ...]
+    record_version: bytes
+    read_version: bytes
+    listen: bytes
+    push: bytes
+    push_notify: bytes
+    push_many: bytes
+    reserve_queue: bytes
+    reserve_any: bytes
+    unreserve: bytes
+    extend: bytes
+    complete: bytes
+    complete_many: bytes
+    release: bytes
+    release_notify: bytes
+    fail: bytes
+    failed_all: bytes
+    failed_queue: bytes
+    retry_all: bytes
+    retry_ids: bytes
+    forget_all: bytes
+    forget_ids: bytes
+    purge: bytes
+    stats_all: bytes
+    stats_queues: bytes
+
+    @classmethod
+    def render(cls, table: str, failed_table: str) -> PostgresStatements:
+        """Fill every template with the quoted names of ``table`` and ``failed_table``."""
+        names = {
+            "jobs": _quote(table),
+            "failed": _quote(failed_table),
+            "pick_index": _quote(f"{table}_pick"[:63]),
+            "pick_any_index": _quote(f"{table}_pick_any"[:63]),
+            "unique_index": _quote(f"{table}_unique_key"[:63]),
+            "failed_index": _quote(f"{failed_table}_failed_at"[:63]),
+        }
+
+        def fill(template: str) -> bytes:
+            return template.format(**names).strip().encode()
+
+        return cls(
+            schema_lock=fill(SCHEMA_LOCK),
+            create=tuple(
+                fill(t)
+                for t in (
+                    CREATE_SCHEMA_TABLE,
+                    CREATE_JOBS,
+                    CREATE_PICK_INDEX,
+                    CREATE_PICK_ANY_INDEX,
+                    CREATE_UNIQUE_INDEX,
+                    CREATE_FAILED,
+                    CREATE_FAILED_INDEX,
+                )
+            ),
+            record_version=fill(RECORD_VERSION),
+            read_version=fill(READ_VERSION),
+            listen=f"LISTEN {_quote(channel_name(table))}".encode(),
+            push=fill(PUSH),
+            push_notify=fill(PUSH_NOTIFY),
+            push_many=fill(PUSH_MANY),
+            reserve_queue=fill(RESERVE_QUEUE),
+            reserve_any=fill(RESERVE_ANY),
+            unreserve=fill(UNRESERVE),
+            extend=fill(EXTEND),
+            complete=fill(COMPLETE),
+            complete_many=fill(COMPLETE_MANY),
+            release=fill(RELEASE),
+            release_notify=fill(RELEASE_NOTIFY),
+            fail=fill(FAIL),
+            failed_all=fill(FAILED_ALL),
+            failed_queue=fill(FAILED_QUEUE),
+            retry_all=fill(RETRY_ALL),
+            retry_ids=fill(RETRY_IDS),
+            forget_all=fill(FORGET_ALL),
+            forget_ids=fill(FORGET_IDS),
+            purge=fill(PURGE),
+            stats_all=fill(STATS_ALL),
+            stats_queues=fill(STATS_QUEUES),
+        )

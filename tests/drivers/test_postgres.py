@@ -1,0 +1,390 @@
+"""The PostgreSQL dialect of the database driver, against the real server.
+
+The contract suite, restarts, a corrupt row, transactional dispatch (both outcomes), LISTEN/NOTIFY
+wake-ups, a dropped connection, and many worker processes. Every test uses tables of its own,
+dropped afterwards, since several test runs share the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from queuekit.clock import now
+from queuekit.errors import CorruptStoreError, DriverError, DuplicateJobError
+from queuekit.manager import QueueManager
+from queuekit.testing import ContractJob, DriverContract, make_record
+from tests.services import POSTGRES_URL, require_service
+
+psycopg = pytest.importorskip("psycopg")
+
+from queuekit.drivers.database.postgres import PostgresDriver  # noqa: E402
+
+LEASE = 30.0
+
+
+@pytest.fixture
+def tables() -> Iterator[dict[str, str]]:
+    """Fresh table names for one test; the tables and their schema rows are dropped after it."""
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
+    except psycopg.Error as e:
+        require_service("PostgreSQL", e)
+    name = f"qk_{uuid.uuid4().hex[:12]}"
+    names = {"table": name, "failed_table": f"{name}_failed"}
+    try:
+        yield names
+    finally:
+        for table in names.values():
+            admin.execute(f'DROP TABLE IF EXISTS "{table}"')  # type: ignore[arg-type]
+        if admin.execute("SELECT to_regclass('queuekit_schema')").fetchone()[0] is not None:  # type: ignore[index]
+            admin.execute(
+                "DELETE FROM queuekit_schema WHERE table_name = ANY(%s)", [list(names.values())]
+            )
+        admin.close()
+
+
+def pg_options(tables: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """Options of the test's tables (a short poll keeps cross-process tests quick)."""
+    return {"url": POSTGRES_URL, "poll_interval": 0.05, **tables, **extra}
+
+
+async def open_pg(tables: dict[str, str], **extra: Any) -> PostgresDriver:
+    """A connected driver on the test's tables."""
+    driver = PostgresDriver(pg_options(tables, **extra))
+    await driver.connect()
+    return driver
+
+
+def manager_config(tables: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """A QueueManager config on the test's tables."""
+    return {"queue": {"driver": "database", "database": pg_options(tables, **extra)}}
+
+
+class TestPostgresDriver(DriverContract):
+    @pytest.fixture
+    async def driver(self, tables: dict[str, str]) -> AsyncIterator[PostgresDriver]:
+        d = await open_pg(tables)
+        yield d
+        await d.close()
+
+    @pytest.fixture
+    def open_driver(self, tables: dict[str, str]) -> Callable[[], Awaitable[PostgresDriver]]:
+        async def _open() -> PostgresDriver:
+            return await open_pg(tables)
+
+        return _open
+
+
+# -- schema and restarts ----------------------------------------------------------------------
+
+
+async def test_concurrent_connects_create_the_schema_once(tables: dict[str, str]) -> None:
+    drivers = await asyncio.gather(*(open_pg(tables) for _ in range(4)))
+    try:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            cur = await conn.execute(
+                "SELECT table_name, version FROM queuekit_schema WHERE table_name = ANY(%s) "
+                "ORDER BY table_name",
+                [list(tables.values())],
+            )
+            rows = await cur.fetchall()
+        assert rows == [(tables["table"], 1), (tables["failed_table"], 1)]
+    finally:
+        for d in drivers:
+            await d.close()
+
+
+async def test_a_newer_schema_version_is_refused(tables: dict[str, str]) -> None:
+    await (await open_pg(tables)).close()
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE queuekit_schema SET version = 99 WHERE table_name = %s", [tables["table"]]
+        )
+    with pytest.raises(DriverError, match=rf"{tables['table']}.*schema version 99"):
+        await open_pg(tables)
+
+
+async def test_jobs_and_failures_survive_a_restart(tables: dict[str, str]) -> None:
+    async with QueueManager(manager_config(tables)) as manager:
+        ids = await manager.dispatch_batch([ContractJob(n=i) for i in range(3)])
+        one = await manager.dispatch(ContractJob(n=9), delay=60)
+    first = await open_pg(tables)
+    got = await first.reserve(None, lease=LEASE)
+    assert got is not None
+    assert await first.fail(got, "kept")
+    await first.close()
+
+    again = await open_pg(tables)
+    try:
+        stats = (await again.stats(["default"]))["default"]
+        assert stats == {"pending": 2, "delayed": 1, "reserved": 0, "failed": 1}
+        assert [r.id for r in await again.failed()] == [ids[0]]
+        drained = []
+        while (record := await again.reserve(None, lease=LEASE)) is not None:
+            drained.append(record.id)
+            assert await again.complete(record)
+        assert drained == ids[1:]
+        assert one not in drained
+    finally:
+        await again.close()
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+async def _insert_raw(table: str, job_id: str, payload: str, priority: int = 0) -> None:
+    t = now()
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(
+            f'INSERT INTO "{table}" (id, job_name, payload, queue, priority, attempts, '  # type: ignore[arg-type]
+            "max_retries, timeout, created_at, available_at, meta) "
+            "VALUES (%s, %s, %s, 'default', %s, 0, 3, NULL, %s, %s, '{}')",
+            [job_id, ContractJob.job_name, payload, priority, t, t],
+        )
+
+
+async def test_a_row_that_is_not_json_is_named_and_nothing_else_is_lost(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables)
+    try:
+        good = [make_record(i) for i in range(3)]
+        await driver.push_many(good)
+        await _insert_raw(tables["table"], "broken-1", "{not json", priority=5)
+
+        with pytest.raises(CorruptStoreError) as caught:
+            await driver.reserve_many(None, lease=LEASE, limit=10)
+        message = str(caught.value)
+        assert tables["table"] in message and "broken-1" in message and "payload" in message
+
+        # The healthy jobs reserved in the same batch were put back with the attempt uncounted.
+        got = await driver.reserve_many(None, lease=LEASE, limit=10)
+        assert [r.id for r in got] == [r.id for r in good]
+        assert [r.attempts for r in got] == [1, 1, 1]
+        assert await driver.complete_many(got) == [True] * 3
+
+        # The damaged row is kept exactly as it was, for a person to inspect.
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            cur = await conn.execute(
+                f'SELECT payload FROM "{tables["table"]}" WHERE id = %s',  # type: ignore[arg-type]
+                ["broken-1"],
+            )
+            assert await cur.fetchall() == [("{not json",)]
+        assert (await driver.stats(["default"]))["default"]["reserved"] == 1
+    finally:
+        await driver.close()
+
+
+async def test_a_corrupt_failed_row_is_named(tables: dict[str, str]) -> None:
+    driver = await open_pg(tables)
+    try:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(
+                f'INSERT INTO "{tables["failed_table"]}" (id, job_name, payload, queue, '  # type: ignore[arg-type]
+                "priority, attempts, max_retries, created_at, available_at, meta, failed_at) "
+                "VALUES ('f-1', 'x', '{}', 'default', 0, 1, 3, 0, 0, '[oops', 1)"
+            )
+        with pytest.raises(CorruptStoreError, match=rf"{tables['failed_table']}.*f-1.*meta"):
+            await driver.failed()
+    finally:
+        await driver.close()
+
+
+async def test_a_dropped_connection_is_a_clear_error_and_loses_nothing(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables, pool_size=1)
+    try:
+        kept = make_record(1)
+        assert await driver.push(kept)
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                [f"queuekit:{tables['table']}"],
+            )
+        with pytest.raises(DriverError, match=tables["table"]):
+            await driver.push(make_record(2))
+        # The pool replaces the dead connection; the acknowledged job is there.
+        for _ in range(50):
+            try:
+                got = await driver.reserve(None, lease=LEASE)
+                break
+            except DriverError:
+                await asyncio.sleep(0.1)
+        assert got is not None and got.id == kept.id
+    finally:
+        await driver.close()
+
+
+async def test_a_batch_with_a_taken_unique_key_stores_nothing(tables: dict[str, str]) -> None:
+    driver = await open_pg(tables)
+    try:
+        assert await driver.push(make_record(0, unique_key="k"))
+        with pytest.raises(DuplicateJobError, match=tables["table"]):
+            await driver.push_many([make_record(1), make_record(2, unique_key="k")])
+        assert (await driver.stats(["default"]))["default"]["pending"] == 1
+    finally:
+        await driver.close()
+
+
+# -- transactional dispatch --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+async def test_dispatch_inside_the_callers_async_transaction(
+    tables: dict[str, str], outcome: str
+) -> None:
+    async with QueueManager(manager_config(tables)) as manager:
+        conn = await psycopg.AsyncConnection.connect(POSTGRES_URL)
+        try:
+            await conn.execute("SELECT 1")  # the caller's own work opens its transaction
+            job_id = await manager.dispatch(ContractJob(n=1), connection=conn)
+            batch = await manager.dispatch_batch(
+                [ContractJob(n=2), ContractJob(n=3)], connection=conn
+            )
+            # Not visible to anyone else before the caller commits.
+            assert (await manager.stats(["default"]))["default"]["pending"] == 0
+            if outcome == "commit":
+                await conn.commit()
+            else:
+                await conn.rollback()
+        finally:
+            await conn.close()
+        pending = (await manager.stats(["default"]))["default"]["pending"]
+        if outcome == "commit":
+            assert pending == 3
+            got = await manager.driver.reserve_many(None, lease=LEASE, limit=5)
+            assert [r.id for r in got] == [job_id, *batch]
+        else:
+            assert pending == 0
+            assert await manager.driver.reserve(None, lease=LEASE) is None
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+async def test_dispatch_inside_the_callers_sync_transaction(
+    tables: dict[str, str], outcome: str
+) -> None:
+    async with QueueManager(manager_config(tables)) as manager:
+        with psycopg.connect(POSTGRES_URL) as conn:
+            job_id = await manager.dispatch(ContractJob(n=1), connection=conn)
+            if outcome == "commit":
+                conn.commit()
+            else:
+                conn.rollback()
+        got = await manager.driver.reserve(None, lease=LEASE)
+        if outcome == "commit":
+            assert got is not None and got.id == job_id
+        else:
+            assert got is None
+
+
+async def test_a_refused_batch_leaves_the_callers_transaction_usable(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables)
+    try:
+        assert await driver.push(make_record(0, unique_key="k"))
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            await conn.execute("SELECT 1")
+            with pytest.raises(DuplicateJobError):
+                await driver.push_many([make_record(1, unique_key="k")], connection=conn)
+            kept = make_record(2)
+            assert await driver.push(kept, connection=conn)
+            await conn.commit()
+        assert (await driver.stats(["default"]))["default"]["pending"] == 2
+    finally:
+        await driver.close()
+
+
+async def test_connection_must_be_psycopg(tables: dict[str, str]) -> None:
+    driver = await open_pg(tables)
+    try:
+        with pytest.raises(TypeError, match="psycopg Connection"):
+            await driver.push(make_record(), connection=object())
+    finally:
+        await driver.close()
+
+
+# -- LISTEN/NOTIFY -----------------------------------------------------------------------------
+
+
+async def test_notify_wakes_an_idle_reserve_from_another_driver(tables: dict[str, str]) -> None:
+    # A poll interval longer than the wait: only the NOTIFY can end the wait early.
+    idle = await open_pg(tables, poll_interval=60)
+    pusher = await open_pg(tables, poll_interval=60)
+    try:
+        waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=5.0))
+        await asyncio.sleep(0.5)  # the reserve is idle and listening by now
+        assert not waiting.done()
+        record = make_record()
+        pushed_at = time.monotonic()
+        await pusher.push(record)
+        got = await asyncio.wait_for(waiting, 10)
+        waited = time.monotonic() - pushed_at
+        assert got is not None and got.id == record.id
+        assert waited < 3.0, f"woke {waited:.2f}s after the push: NOTIFY did not wake it"
+    finally:
+        await idle.close()
+        await pusher.close()
+
+
+async def test_a_rolled_back_dispatch_wakes_nobody_up(tables: dict[str, str]) -> None:
+    idle = await open_pg(tables, poll_interval=60)
+    pusher = await open_pg(tables)
+    try:
+        waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=1.5))
+        await asyncio.sleep(0.3)
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            await conn.execute("SELECT 1")
+            await pusher.push(make_record(), connection=conn)
+            await conn.rollback()
+        assert await asyncio.wait_for(waiting, 10) is None
+    finally:
+        await idle.close()
+        await pusher.close()
+
+
+# -- many worker processes ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_three_worker_processes_drain_3000_jobs(tables: dict[str, str], tmp_path: Path) -> None:
+    from queuekit.testing.multiprocess import drain_in_processes
+
+    report = drain_in_processes(
+        manager_config(tables),
+        jobs=3000,
+        processes=3,
+        log_path=tmp_path / "probe.log",
+        concurrency=4,
+        timeout=150,
+    )
+    assert report.missing == []
+    assert report.overlapping == []
+    assert report.repeated == [], "no lease ran out, so no job may run twice"
+    assert len(report.per_process) == 3, f"every worker took jobs: {report.per_process}"
+
+
+@pytest.mark.slow
+def test_a_killed_worker_job_runs_again_after_its_lease(
+    tables: dict[str, str], tmp_path: Path
+) -> None:
+    from queuekit.testing.multiprocess import kill_mid_job
+
+    report = kill_mid_job(
+        manager_config(tables, retry_after=1.0), log_path=tmp_path / "probe.log", lease=1.0
+    )
+    (runs,) = report.runs.values()
+    assert [attempt for _, attempt, _, _ in runs] == [1, 2]
+    assert runs[0][3] is None, "the killed run never finished"
+    assert runs[1][3] is not None, "the re-run finished"
+    assert runs[0][0] != runs[1][0], "another process ran it again"
+    assert runs[1][2] > runs[0][2]
