@@ -1,0 +1,132 @@
+"""``SQLiteStatements``: every SQL statement of the SQLite dialect, in one place.
+
+The driver (``sqlite.py``) decides when each runs and in which transaction; this module says what
+each statement does to which table and what it guarantees.
+"""
+
+from __future__ import annotations
+
+from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE
+
+__all__ = ["SQLiteStatements"]
+
+
+class SQLiteStatements:
+    """Every SQL statement of the SQLite dialect, named, for one pair of tables.
+
+    Each runs inside the transaction its caller opens; the comment says what it guarantees.
+    """
+
+    def __init__(self, table: str, failed_table: str) -> None:
+        t, f = table, failed_table
+        cols = ", ".join(JOB_COLUMNS)
+        marks = ", ".join("?" for _ in JOB_COLUMNS)
+        self.create = (
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (table_name TEXT PRIMARY KEY, "
+            "version INTEGER NOT NULL, installed_at REAL NOT NULL)",
+            # seq is the rowid: a new row always gets more than every row present, so it is
+            # the push order. Rows are found by seq (it leads the lease token), so ``id`` needs
+            # no index of its own: one index less to write per job.
+            f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, "
+            "job_name TEXT NOT NULL, payload TEXT NOT NULL, queue TEXT NOT NULL, "
+            "priority INTEGER NOT NULL, attempts INTEGER NOT NULL, max_retries INTEGER NOT NULL, "
+            "timeout REAL, created_at REAL NOT NULL, available_at REAL NOT NULL, "
+            "reserved_until REAL, lease_token TEXT, unique_key TEXT, last_error TEXT, "
+            "meta TEXT NOT NULL)",
+            # Reservation order. Leased rows stay in these indexes (a lease changes no indexed
+            # column, so taking and renewing one writes no index); a reservation steps over the
+            # few leased rows at the head, and finds expired ones there, in order.
+            f"CREATE INDEX IF NOT EXISTS {t}_order ON {t} (priority DESC, available_at, seq)",
+            f"CREATE INDEX IF NOT EXISTS {t}_queue_order ON {t} "
+            "(queue, priority DESC, available_at, seq)",
+            # Pending and running jobs are exactly the rows of this table, so a unique index
+            # here is the UNIQUE guarantee; failed rows live elsewhere and free their key.
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_unique ON {t} (unique_key) "
+            "WHERE unique_key IS NOT NULL",
+            # A failed row keeps its own seq so a job failed twice never collides with itself.
+            f"CREATE TABLE IF NOT EXISTS {f} (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, "
+            "job_name TEXT NOT NULL, payload TEXT NOT NULL, queue TEXT NOT NULL, "
+            "priority INTEGER NOT NULL, attempts INTEGER NOT NULL, max_retries INTEGER NOT NULL, "
+            "timeout REAL, created_at REAL NOT NULL, available_at REAL NOT NULL, "
+            "reserved_until REAL, lease_token TEXT, unique_key TEXT, last_error TEXT, "
+            "meta TEXT NOT NULL, failed_at REAL NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS {f}_id ON {f} (id)",
+            f"CREATE INDEX IF NOT EXISTS {f}_order ON {f} (failed_at, seq)",
+        )
+        self.schema_version = f"SELECT version FROM {SCHEMA_TABLE} WHERE table_name = ?"
+        self.record_version = (
+            f"INSERT OR IGNORE INTO {SCHEMA_TABLE} (table_name, version, installed_at) "
+            "VALUES (?, ?, ?)"
+        )
+        self.insert = f"INSERT INTO {t} ({cols}) VALUES ({marks})"
+        # Reservation: lease the first due rows in order that are free or whose lease ran out
+        # (their holder died: taking them over is the reclaim), counting the attempt. The new
+        # token is "seq.random": a fresh random part fences off every earlier holder, and the
+        # seq prefix lets settling find the row by its primary key. Runs under BEGIN IMMEDIATE,
+        # so no other connection can read the same rows as free in between.
+        returning = f"RETURNING seq, {cols}"
+        lease = (
+            f"UPDATE {t} SET attempts = attempts + 1, reserved_until = :until, "
+            "lease_token = seq || '.' || lower(hex(randomblob(8))) WHERE seq IN "
+        )
+        due = "available_at <= :now AND (reserved_until IS NULL OR reserved_until <= :now)"
+        self.take_any = (
+            f"{lease}(SELECT seq FROM {t} INDEXED BY {t}_order WHERE {due} "
+            f"ORDER BY priority DESC, available_at, seq LIMIT :limit) {returning}"
+        )
+        self.take_queue = (
+            f"{lease}(SELECT seq FROM {t} INDEXED BY {t}_queue_order WHERE queue = :queue "
+            f"AND {due} ORDER BY priority DESC, available_at, seq LIMIT :limit) {returning}"
+        )
+        # Hands a row leased in this transaction back untouched (used when a batch is refused).
+        self.unlease = (
+            f"UPDATE {t} SET attempts = attempts - 1, reserved_until = NULL, lease_token = NULL "
+            "WHERE seq = ?"
+        )
+        # Every fenced statement matches seq AND lease_token: a holder whose lease was taken
+        # over changes nothing.
+        fence = "WHERE seq = ? AND lease_token = ?"
+        self.extend = f"UPDATE {t} SET reserved_until = ? {fence}"
+        self.complete = f"DELETE FROM {t} {fence}"
+        self.release = (
+            f"UPDATE {t} SET attempts = ?, last_error = coalesce(?, last_error), "
+            f"available_at = ?, reserved_until = NULL, lease_token = NULL {fence}"
+        )
+        failed_cols = ", ".join(FAILED_COLUMNS)
+        # Copies a job row into the failed table with its error; the caller deletes it after.
+        copy_cols = ", ".join(
+            c if c not in ("reserved_until", "lease_token", "last_error") else "?"
+            for c in JOB_COLUMNS
+        )
+        self.copy_to_failed = (
+            f"INSERT INTO {f} ({failed_cols}) SELECT {copy_cols}, ? FROM {t} {fence}"
+        )
+        self.quarantine = (
+            f"INSERT INTO {f} ({failed_cols}) SELECT {copy_cols}, ? FROM {t} WHERE seq = ?"
+        )
+        self.delete_seq = f"DELETE FROM {t} WHERE seq = ?"
+        self.stats = (
+            f"SELECT queue, sum(reserved_until IS NULL AND available_at <= ?), "
+            "sum(reserved_until IS NULL AND available_at > ?), "
+            f"sum(reserved_until IS NOT NULL) FROM {t} GROUP BY queue"
+        )
+        self.failed_stats = f"SELECT queue, count(*) FROM {f} GROUP BY queue"
+        self.failed_list = f"SELECT {failed_cols} FROM {f} ORDER BY failed_at, seq LIMIT ?"
+        self.failed_list_queue = (
+            f"SELECT {failed_cols} FROM {f} WHERE queue = ? ORDER BY failed_at, seq LIMIT ?"
+        )
+        self.failed_seqs = f"SELECT seq FROM {f} ORDER BY failed_at, seq"
+        self.failed_seqs_of = f"SELECT seq FROM {f} WHERE id = ? ORDER BY seq"
+        # Back as new: attempts 0, due now, no lease; last_error is kept for the record.
+        back_as_new = {
+            "attempts": "0",
+            "available_at": "?",
+            "reserved_until": "NULL",
+            "lease_token": "NULL",
+        }
+        retry_cols = ", ".join(back_as_new.get(c, c) for c in JOB_COLUMNS)
+        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_cols} FROM {f} WHERE seq = ?"
+        self.forget_seq = f"DELETE FROM {f} WHERE seq = ?"
+        self.forget_all = f"DELETE FROM {f}"
+        self.forget_id = f"DELETE FROM {f} WHERE id = ?"
+        self.purge = f"DELETE FROM {t} WHERE queue = ? AND reserved_until IS NULL"
