@@ -1,0 +1,387 @@
+"""The file driver: the contract, restarts, torn and damaged files, rotation, many processes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from queuekit import QueueManager
+from queuekit.clock import now
+from queuekit.drivers.file import FileDriver
+from queuekit.errors import ConfigError
+from queuekit.record import JobRecord
+from queuekit.testing import ContractJob, DriverContract, make_record
+from queuekit.testing.multiprocess import drain_in_processes, kill_mid_job
+
+
+def file_options(path: Path, **extra: Any) -> dict[str, Any]:
+    """Options of a file queue at ``path`` (a short poll keeps cross-process tests quick)."""
+    return {"path": str(path), "poll_interval": 0.02, "max_poll_interval": 0.1, **extra}
+
+
+class TestFileDriver(DriverContract):
+    @pytest.fixture
+    async def driver(self, tmp_path: Path) -> AsyncIterator[FileDriver]:
+        d = FileDriver(file_options(tmp_path / "jobs.json"))
+        await d.connect()
+        yield d
+        await d.close()
+
+    @pytest.fixture
+    def open_driver(self, tmp_path: Path) -> Callable[[], Awaitable[FileDriver]]:
+        async def _open() -> FileDriver:
+            d = FileDriver(file_options(tmp_path / "jobs.json"))
+            await d.connect()
+            return d
+
+        return _open
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+LEASE = 30.0
+
+
+async def open_file_driver(path: Path, **extra: Any) -> FileDriver:
+    d = FileDriver(file_options(path, **extra))
+    await d.connect()
+    return d
+
+
+async def drain(driver: FileDriver) -> list[str]:
+    ids = []
+    for _ in range(10_000):
+        record = await driver.reserve(None, lease=LEASE)
+        if record is None:
+            return ids
+        ids.append(record.id)
+        assert await driver.complete(record)
+    raise AssertionError("did not drain")
+
+
+def matching(folder: Path, pattern: str) -> list[Path]:
+    return sorted(folder.glob(pattern))
+
+
+def journal_lines(path: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in path.with_name(path.name + ".journal").read_bytes().splitlines()
+    ]
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+def test_bad_options_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"queue\.file\.max_backups"):
+        FileDriver({"max_backups": -1})
+    with pytest.raises(ConfigError, match=r"queue\.file\.colour"):
+        FileDriver({"colour": "blue"})
+
+
+def test_retry_after_sets_the_default_lease(tmp_path: Path) -> None:
+    assert FileDriver(file_options(tmp_path / "q.json", retry_after=7)).default_lease == 7.0
+
+
+async def test_manager_picks_the_driver_by_config(tmp_path: Path) -> None:
+    ContractJob.ran.clear()
+    config = {"queue": {"driver": "file", "file": file_options(tmp_path / "jobs.json")}}
+    async with QueueManager(config) as manager:
+        assert isinstance(manager.driver, FileDriver)
+        await manager.dispatch(ContractJob(n=5))
+    async with QueueManager(config) as manager:
+        assert await manager.process() is True
+    assert ContractJob.ran == [5]
+
+
+# -- restart and on-disk format ----------------------------------------------------------------
+
+
+async def test_restart_keeps_pending_delayed_reserved_and_failed_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    first = await open_file_driver(path)
+    pending = [make_record(i, priority=i) for i in range(3)]
+    for record in pending:
+        await first.push(record)
+    delayed = make_record(10, available_at=now() + 3600)
+    await first.push(delayed)
+    await first.push(make_record(11, queue="running"))
+    running = await first.reserve(["running"], lease=LEASE)
+    await first.push(make_record(12, queue="broken"))
+    broken = await first.reserve(["broken"], lease=LEASE)
+    assert running is not None and broken is not None
+    assert await first.fail(broken, "RuntimeError: boom")
+    before = await first.stats()
+    await first.close()
+
+    again = await open_file_driver(path)
+    try:
+        assert await again.stats() == before
+        assert (await again.failed())[0].last_error == "RuntimeError: boom"
+        # The lease survives the restart: its holder can still settle the job.
+        assert await again.complete(running) is True
+        assert await drain(again) == [r.id for r in reversed(pending)]
+    finally:
+        await again.close()
+
+
+async def test_snapshot_is_readable_json_and_journal_one_line_per_operation(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    try:
+        await driver.push(make_record(1))
+        await driver.push_many([make_record(i) for i in range(2, 6)])
+        ops = [line["op"] for line in journal_lines(path)]
+        assert ops == ["begin", "push", "push"], "a batch is one line: written whole or not"
+        await driver.compact()
+        snapshot = json.loads(path.read_text())
+        assert [job["payload"]["n"] for job in snapshot["jobs"]] == [1, 2, 3, 4, 5]
+        assert snapshot["failed"] == [] and snapshot["generation"] == 1
+        assert [line["op"] for line in journal_lines(path)] == ["begin"]
+    finally:
+        await driver.close()
+
+
+# -- damaged files -----------------------------------------------------------------------------
+
+
+async def test_torn_last_journal_line_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    records = [make_record(i) for i in range(3)]
+    for record in records:
+        await driver.push(record)
+    await driver.close()
+    journal = path.with_name("jobs.json.journal")
+    with journal.open("ab") as f:
+        f.write(b'{"op":"push","jobs":[{"v":1,"id":"half-writ')  # a crash mid-write
+
+    with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
+        driver = await open_file_driver(path)
+    try:
+        assert any("torn last line" in r.getMessage() for r in caplog.records)
+        assert driver.problems == [], "a torn tail was never acknowledged: not a problem"
+        assert journal.read_bytes().endswith(b"\n"), "the torn bytes are cut off"
+        await driver.push(extra := make_record(9))
+        assert await drain(driver) == [r.id for r in [*records, extra]]
+    finally:
+        await driver.close()
+
+
+async def test_torn_line_written_by_a_dead_process_is_cut_before_the_next_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    other = await open_file_driver(path)
+    try:
+        await driver.push(first := make_record(1))
+        with path.with_name("jobs.json.journal").open("ab") as f:
+            f.write(b'{"op":"push","jo')
+        with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
+            await other.push(second := make_record(2))
+        assert any("torn last line" in r.getMessage() for r in caplog.records)
+        assert await drain(driver) == [first.id, second.id]
+    finally:
+        await other.close()
+        await driver.close()
+
+
+async def _three_generations(path: Path) -> list[JobRecord]:
+    """Jobs spread over snapshot generations 0..2 and their journals (with backups)."""
+    driver = await open_file_driver(path, max_backups=3)
+    records = []
+    for n in range(3):
+        record = make_record(n)
+        records.append(record)
+        await driver.push(record)
+        if n < 2:
+            await driver.compact()
+    await driver.close()
+    return records
+
+
+@pytest.mark.parametrize("damaged", [1, 2])
+async def test_garbage_snapshot_falls_back_to_a_backup_plus_journals_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damaged: int
+) -> None:
+    path = tmp_path / "jobs.json"
+    records = await _three_generations(path)
+    garbage = b"\x00\x17 not json at all {"
+    targets = [path, path.with_name("jobs.json.1")][:damaged]
+    for target in targets:
+        target.write_bytes(garbage)
+
+    with caplog.at_level(logging.ERROR, logger="queuekit.drivers.file"):
+        driver = await open_file_driver(path, max_backups=3)
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any(str(path) in m and "not valid JSON" in m for m in errors), errors
+        assert any("recovered" in m for m in errors)
+        assert len(driver.problems) >= damaged
+        snapshot = json.loads(path.read_text())
+        assert [job["id"] for job in snapshot["jobs"]] == [r.id for r in records], (
+            "a fresh snapshot of what was recovered replaced the damaged one"
+        )
+        # Every job is back: the backup holds the older ones, the kept journals the rest.
+        assert await drain(driver) == [r.id for r in records]
+    finally:
+        await driver.close()
+    for target in targets:
+        kept = matching(tmp_path, f"{target.name}.damaged-*")
+        assert [k.read_bytes() for k in kept] == [garbage], "the damaged file is kept untouched"
+
+
+async def test_damaged_record_in_snapshot_is_skipped_and_the_rest_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    records = [make_record(i) for i in range(3)]
+    await driver.push_many(records)
+    await driver.compact()
+    await driver.close()
+    snapshot = json.loads(path.read_text())
+    snapshot["jobs"][1]["attempts"] = "many"
+    path.write_text(json.dumps(snapshot))
+
+    with caplog.at_level(logging.ERROR, logger="queuekit.drivers.file"):
+        driver = await open_file_driver(path)
+    try:
+        assert any("jobs[1]" in m and "'attempts'" in m for m in driver.problems)
+        assert await drain(driver) == [records[0].id, records[2].id]
+        assert len(matching(tmp_path, "jobs.json.damaged-*")) == 1
+    finally:
+        await driver.close()
+
+
+async def test_damaged_journal_line_in_the_middle_is_skipped_and_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    await driver.push(first := make_record(1))
+    journal = path.with_name("jobs.json.journal")
+    with journal.open("ab") as f:
+        f.write(b"this line is garbage\n")
+    await driver.push(second := make_record(2))
+    await driver.close()
+
+    with caplog.at_level(logging.ERROR, logger="queuekit.drivers.file"):
+        driver = await open_file_driver(path)
+    try:
+        assert any(
+            str(journal) in m and "damaged journal line" in m and "garbage" in m
+            for m in driver.problems
+        )
+        assert await drain(driver) == [first.id, second.id]
+        kept = matching(tmp_path, "jobs.json.journal.damaged-*")
+        assert len(kept) == 1 and b"this line is garbage" in kept[0].read_bytes()
+    finally:
+        await driver.close()
+
+
+# -- compaction and rotation -------------------------------------------------------------------
+
+
+async def test_rotation_keeps_max_backups(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path, max_file_size=2048, max_backups=2)
+    try:
+        for i in range(60):
+            await driver.push(make_record(i, payload={"n": i, "pad": "x" * 200}))
+        names = [p.name for p in matching(tmp_path, "*")]
+        assert {"jobs.json.1", "jobs.json.2", "jobs.json.journal.1", "jobs.json.journal.2"} <= set(
+            names
+        )
+        assert "jobs.json.3" not in names and "jobs.json.journal.3" not in names
+        generations = [
+            json.loads((tmp_path / n).read_text())["generation"]
+            for n in ("jobs.json", "jobs.json.1", "jobs.json.2")
+        ]
+        assert generations[0] > generations[1] > generations[2] > 0
+        assert path.with_name("jobs.json.journal").stat().st_size < 2048 + 1024
+    finally:
+        await driver.close()
+
+
+async def test_compaction_keeps_every_job_in_every_state(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path, max_file_size=4096)
+    other = await open_file_driver(path, max_file_size=4096)
+    try:
+        records = [make_record(i, payload={"n": i, "pad": "y" * 100}) for i in range(200)]
+        for record in records[:100]:
+            await driver.push(record)
+        await other.push_many(records[100:])
+        leased = [await driver.reserve(None, lease=LEASE) for _ in range(30)]
+        for record in leased[:10]:
+            assert record is not None and await driver.complete(record)
+        for record in leased[10:20]:
+            assert record is not None and await other.fail(record, "failed on purpose")
+        for record in leased[20:]:
+            assert record is not None and await driver.release(record, delay=3600)
+        generation = json.loads(path.read_text())["generation"]
+        assert generation >= 2, "the journal was compacted more than once"
+        expected = {"pending": 170, "delayed": 10, "reserved": 0, "failed": 10}
+        assert (await driver.stats())["default"] == expected
+        assert (await other.stats())["default"] == expected, "the other handle followed"
+        reopened = await open_file_driver(path)
+        try:
+            assert (await reopened.stats())["default"] == expected
+            assert await drain(reopened) == [r.id for r in records[30:]]
+        finally:
+            await reopened.close()
+    finally:
+        await other.close()
+        await driver.close()
+
+
+async def test_a_handle_behind_by_two_compactions_reloads(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    other = await open_file_driver(path)
+    try:
+        await driver.push(a := make_record(1))
+        await driver.compact()
+        await driver.push(b := make_record(2))
+        await driver.compact()
+        assert await drain(other) == [a.id, b.id]
+    finally:
+        await other.close()
+        await driver.close()
+
+
+# -- many processes ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_three_processes_drain_3000_jobs(tmp_path: Path) -> None:
+    config = {"queue": {"driver": "file", "file": file_options(tmp_path / "jobs.json")}}
+    report = drain_in_processes(config, jobs=3000, processes=3, log_path=tmp_path / "probe.log")
+    assert report.missing == []
+    assert report.overlapping == []
+    assert report.repeated == [], "no lease ran out, so no job may run twice"
+    assert len(report.per_process) == 3, report.per_process
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_runs_again_after_its_lease(tmp_path: Path) -> None:
+    options = file_options(tmp_path / "jobs.json", retry_after=2)
+    report = kill_mid_job(
+        {"queue": {"driver": "file", "file": options}}, log_path=tmp_path / "probe.log", lease=2
+    )
+    (runs,) = report.runs.values()
+    assert [run[1] for run in runs] == [1, 2], "the second run counts the killed attempt"
+    assert runs[0][3] is None and runs[1][3] is not None
+    assert runs[1][0] != runs[0][0], "another process ran it"
