@@ -155,7 +155,7 @@ async def test_a_row_with_a_non_json_payload_is_reported_and_kept(
         assert kept[0] == "{not json"
         assert "is not valid JSON" in kept[1]
         assert (await driver.stats(["default"]))["default"]["failed"] == 1
-        with caplog.at_level(logging.ERROR, logger="queuekit.drivers.sqlite"):
+        with caplog.at_level(logging.ERROR, logger="queuekit.drivers.database"):
             assert await driver.failed() == []
         assert "bad-row-id" in caplog.text, "an unreadable failed row is skipped loudly"
         assert await driver.forget_failed(["bad-row-id"]) == 1

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -27,8 +26,16 @@ from ...clock import now
 from ...errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
 from ...record import JobRecord
 from ..base import Capability, QueueDriver, QueueStats
+from .common import (
+    ChangeSignal,
+    decode_failed,
+    empty_counts,
+    fence_of,
+    reservation_order,
+    select_stats,
+)
 from .options import DatabaseOptions
-from .schema import JOB_COLUMNS, SCHEMA_VERSION, record_from_row, record_to_row, row_source
+from .schema import SCHEMA_VERSION, record_from_row, record_to_row, row_source
 from .sqlite_statements import SQLiteStatements
 
 __all__ = ["SQLiteDriver"]
@@ -100,11 +107,7 @@ class SQLiteDriver(QueueDriver):
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._real_path: str | None = None
-        # Wakes reserve() waiting in this process at once when this process stores work;
-        # work stored by other processes is found by polling every poll_interval.
-        self._changes = 0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._waiters_lock = threading.Lock()
+        self._changed = ChangeSignal()
 
     # -- the connection thread -------------------------------------------------------------
 
@@ -205,37 +208,6 @@ class SQLiteDriver(QueueDriver):
         conn.execute("COMMIT")
         return result
 
-    # -- waking ----------------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        self._changes += 1
-        if not self._waiters:
-            return
-        with self._waiters_lock:
-            waiters, self._waiters = self._waiters, []
-        for loop, fut in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, fut)
-
-    async def _wait_for_change(self, seen: int, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, less if this process stores work meanwhile."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        with self._waiters_lock:
-            if self._changes != seen:
-                return  # work arrived between our look and now: look again at once
-            self._waiters.append((loop, fut))
-        try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            pass
-        finally:
-            if not fut.done():
-                fut.cancel()
-                with self._waiters_lock:
-                    self._waiters = [w for w in self._waiters if w[1] is not fut]
-
     # -- storing ---------------------------------------------------------------------------
 
     async def push(self, record: JobRecord, **options: Any) -> bool:
@@ -244,7 +216,7 @@ class SQLiteDriver(QueueDriver):
             return self._push_in_caller_transaction(connection, [record])
         stored = await self._call(self._insert_one, record)
         if stored:
-            self._wake()
+            self._changed.notify()
         return stored
 
     def _insert_one(self, record: JobRecord, conn: sqlite3.Connection | None = None) -> bool:
@@ -267,7 +239,7 @@ class SQLiteDriver(QueueDriver):
             self._push_in_caller_transaction(connection, records)
             return
         await self._call(self._transaction, lambda conn: self._insert_all(conn, records))
-        self._wake()
+        self._changed.notify()
 
     def _insert_all(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
         try:
@@ -342,14 +314,14 @@ class SQLiteDriver(QueueDriver):
         deadline = loop.time() + wait
         names = None if queues is None else tuple(queues)
         while True:
-            seen = self._changes
+            seen = self._changed.seen
             records = await self._call(self._reserve_sync, names, lease, max(limit, 1))
             if records:
                 return records
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
-            await self._wait_for_change(seen, min(remaining, self.options.poll_interval))
+            await self._changed.wait(seen, min(remaining, self.options.poll_interval))
 
     def _reserve_sync(
         self, queues: tuple[str, ...] | None, lease: float, limit: int
@@ -373,13 +345,13 @@ class SQLiteDriver(QueueDriver):
         params: dict[str, Any] = {"now": at, "until": at + lease, "limit": limit}
         if queues is None:
             rows = conn.execute(self.sql.take_any, params).fetchall()
-            rows.sort(key=_reservation_order)
+            rows.sort(key=reservation_order)
         else:
             rows = []
             for queue in queues:  # a list of queues is tried in order
                 params.update(queue=queue, limit=limit - len(rows))
                 taken = conn.execute(self.sql.take_queue, params).fetchall()
-                rows.extend(sorted(taken, key=_reservation_order))
+                rows.extend(sorted(taken, key=reservation_order))
                 if len(rows) >= limit:
                     break
         records: list[JobRecord] = []
@@ -417,7 +389,7 @@ class SQLiteDriver(QueueDriver):
     # -- settling a lease ------------------------------------------------------------------
 
     async def extend(self, record: JobRecord, *, lease: float) -> bool:
-        fence = _fence(record)
+        fence = fence_of(record)
         if fence is None:
             return False
         until = now() + lease
@@ -432,7 +404,7 @@ class SQLiteDriver(QueueDriver):
         return conn.execute(statement, params).rowcount
 
     async def complete(self, record: JobRecord) -> bool:
-        fence = _fence(record)
+        fence = fence_of(record)
         if fence is None:
             return False
         return (await self._call(self._delete_fenced, [fence]))[0]
@@ -453,22 +425,22 @@ class SQLiteDriver(QueueDriver):
         """Delete several finished jobs in one transaction; one flag per record."""
         if not records:
             return []
-        return await self._call(self._delete_fenced, [_fence(r) for r in records])
+        return await self._call(self._delete_fenced, [fence_of(r) for r in records])
 
     async def release(
         self, record: JobRecord, *, delay: float = 0.0, error: str | None = None
     ) -> bool:
-        fence = _fence(record)
+        fence = fence_of(record)
         if fence is None:
             return False
         params = (record.attempts, error, now() + delay, *fence)
         released = await self._call(self._execute_count, self.sql.release, params) > 0
         if released:
-            self._wake()
+            self._changed.notify()
         return released
 
     async def fail(self, record: JobRecord, error: str) -> bool:
-        fence = _fence(record)
+        fence = fence_of(record)
         if fence is None:
             return False
 
@@ -496,13 +468,10 @@ class SQLiteDriver(QueueDriver):
                     "failed": 0,
                 }
             for queue, count in conn.execute(self.sql.failed_stats):
-                out.setdefault(queue, _empty_counts())["failed"] = count
+                out.setdefault(queue, empty_counts())["failed"] = count
             return out
 
-        counts = await self._call(read)
-        if queues is None:
-            return counts
-        return {q: counts.get(q, _empty_counts()) for q in queues}
+        return select_stats(await self._call(read), queues)
 
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
         def read() -> list[JobRecord]:
@@ -512,7 +481,7 @@ class SQLiteDriver(QueueDriver):
                 rows = conn.execute(self.sql.failed_list, (limit,)).fetchall()
             else:
                 rows = conn.execute(self.sql.failed_list_queue, (queue, limit)).fetchall()
-            return _decode_failed(rows, self.options.failed_table)
+            return decode_failed(rows, self.options.failed_table)
 
         return await self._call(read)
 
@@ -541,7 +510,7 @@ class SQLiteDriver(QueueDriver):
 
         moved = await self._call(self._transaction, body)
         if moved:
-            self._wake()
+            self._changed.notify()
         return moved
 
     def _failed_seqs(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> list[int]:
@@ -561,35 +530,6 @@ class SQLiteDriver(QueueDriver):
         return await self._call(self._execute_count, self.sql.purge, (queue,))
 
 
-_PRIORITY = 1 + JOB_COLUMNS.index("priority")
-_AVAILABLE_AT = 1 + JOB_COLUMNS.index("available_at")
-
-
-def _reservation_order(row: tuple[Any, ...]) -> tuple[float, float, int]:
-    # RETURNING yields rows in no promised order; put them back in reservation order. A corrupt
-    # row may hold text in a number column: it sorts anywhere, it is quarantined anyway.
-    priority, available_at = row[_PRIORITY], row[_AVAILABLE_AT]
-    return (
-        -priority if isinstance(priority, (int, float)) else 0.0,
-        available_at if isinstance(available_at, (int, float)) else 0.0,
-        row[0],
-    )
-
-
-def _fence(record: JobRecord) -> tuple[int, str] | None:
-    """``(seq, token)`` that settling matches, from the ``seq.random`` lease token.
-
-    None for a record that holds no lease of ours (never reserved, or a forged token).
-    """
-    token = record.lease_token
-    if not token:
-        return None
-    seq, dot, _ = token.partition(".")
-    if not dot or not seq.isdigit():
-        return None
-    return int(seq), token
-
-
 def _begin_as_python_would(conn: sqlite3.Connection) -> None:
     """Open the transaction ``sqlite3`` would open implicitly before an INSERT.
 
@@ -602,23 +542,3 @@ def _begin_as_python_would(conn: sqlite3.Connection) -> None:
     if autocommit is True or (autocommit is not False and conn.isolation_level is None):
         return  # the caller chose autocommit: each statement is its own transaction
     conn.execute(f"BEGIN {conn.isolation_level or ''}".rstrip())
-
-
-def _decode_failed(rows: list[Any], table: str) -> list[JobRecord]:
-    """Failed records; an unreadable failed row is skipped loudly, never deleted."""
-    records = []
-    for row in rows:
-        try:
-            records.append(record_from_row(row, table, failed=True))
-        except CorruptStoreError as e:
-            log.error("queuekit: skipped an unreadable failed job: %s", e)
-    return records
-
-
-def _empty_counts() -> dict[str, int]:
-    return {"pending": 0, "delayed": 0, "reserved": 0, "failed": 0}
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
