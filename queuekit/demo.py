@@ -329,6 +329,8 @@ async def run_demo(
 
 
 def _prepare_folder(folder: Path) -> Path:
+    # Absolute, so the kept queuekit.json works from any working directory.
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("jobs.db", "jobs.json"):
         if (folder / name).exists():
