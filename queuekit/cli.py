@@ -360,16 +360,29 @@ async def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be seconds >= 0, got {text}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
 
 
@@ -428,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--delay", type=_seconds, metavar="S", help="pause S seconds after each job"
     )
-    worker.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
+    worker.add_argument(
+        "--timeout", type=_positive_seconds, metavar="S", help="stop after S seconds"
+    )
     worker.set_defaults(run=cmd_worker)
 
     stats = commands.add_parser("stats", parents=[verbosity, target], help="counts per queue")

@@ -378,6 +378,8 @@ def test_purge_deletes_one_queue(project: Project) -> None:
         (["stats", "--config", "cli_app.py"], "--config cli_app.py: not valid JSON"),
         (["stats", "--config", "bad.json"], "queue.driver: unknown driver 'mem'"),
         (["worker", "--config", "queue.json", "--import", "nope_jobs"], "--import nope_jobs"),
+        (["worker", "cli_app:manager", "--timeout", "0"], "--timeout: must be more than 0"),
+        (["worker", "cli_app:manager", "--concurrency", "two"], "expected a whole number"),
     ],
 )
 def test_bad_usage_exits_2_with_a_clear_message(
