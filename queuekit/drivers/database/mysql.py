@@ -1,0 +1,595 @@
+"""``MySQLDriver``: the database driver on MySQL 8 or MariaDB 10.6+ (``aiomysql``, pooled).
+
+A reservation locks the first due rows with ``FOR UPDATE SKIP LOCKED`` and leases them in the
+same transaction, so workers in any number of processes never take the same job and never wait
+for each other. Install with ``pip install 'queuekit[mysql]'``.
+
+URL: ``mysql://user:password@host:3306/database`` (``mariadb://`` is the same). The tables are
+created in that database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiomysql
+from pymysql.constants import CLIENT
+
+from ...clock import now
+from ...errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
+from ...record import JobRecord
+from ..base import Capability, QueueDriver, QueueStats
+from .common import (
+    ChangeSignal,
+    decode_failed,
+    empty_counts,
+    fence_of,
+    select_stats,
+)
+from .mysql_statements import MySQLStatements
+from .options import DatabaseOptions
+from .schema import SCHEMA_VERSION, record_from_row, record_to_row
+
+__all__ = ["MySQLDriver", "drop_tables"]
+
+log = logging.getLogger("queuekit.drivers.mysql")
+
+T = TypeVar("T")
+
+_DUPLICATE_KEY = 1062
+# Deadlock and lock wait timeout: InnoDB rolled the transaction back; running it again is safe.
+_RETRYABLE = (1213, 1205)
+_ATTEMPTS = 3
+
+
+def _connect_kwargs(options: DatabaseOptions) -> dict[str, Any]:
+    """aiomysql connection arguments from ``mysql://user:password@host:port/database``."""
+    parts = urlsplit(options.url)
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise ConfigError(
+            f"queue.database.url: name the database, as in 'mysql://user@host:3306/queue' "
+            f"(got {options.url!r})"
+        )
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"unix_socket"}
+    if unknown:
+        raise ConfigError(
+            f"queue.database.url: unknown MySQL option(s) {', '.join(sorted(unknown))}; "
+            "known: unix_socket"
+        )
+    try:
+        port = parts.port or 3306
+    except ValueError as e:
+        raise ConfigError(f"queue.database.url: {e} (got {options.url!r})") from e
+    kwargs: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": port,
+        "user": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else "",
+        "db": database,
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": options.connect_timeout,
+        # UPDATE counts matched rows, not changed ones: a fence check must not depend on
+        # whether the new value happens to equal the old.
+        "client_flag": CLIENT.FOUND_ROWS,
+        "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    }
+    if "unix_socket" in query:
+        kwargs["unix_socket"] = query["unix_socket"][-1]
+    return kwargs
+
+
+class MySQLDriver(QueueDriver):
+    """The ``database`` driver for ``mysql://`` and ``mariadb://`` URLs.
+
+    Example::
+
+        driver = MySQLDriver({"url": "mysql://app@127.0.0.1/app", "retry_after": 60})
+        await driver.connect()
+
+    ``push(record, connection=conn)`` writes with the caller's own ``aiomysql`` connection,
+    inside the transaction it has begun: the job exists if and only if that transaction commits.
+    """
+
+    name = "database"
+    capabilities = (
+        Capability.PRIORITY
+        | Capability.DELAY
+        | Capability.ATOMIC_BATCH
+        | Capability.PERSISTENT
+        | Capability.TRANSACTIONAL
+        | Capability.UNIQUE
+    )
+
+    def __init__(self, options: dict[str, Any] | DatabaseOptions) -> None:
+        self.options = DatabaseOptions.parse(options)
+        self._connect_kwargs = _connect_kwargs(self.options)
+        self.database: str = self._connect_kwargs["db"]
+        self.default_lease = self.options.retry_after
+        self.sql = MySQLStatements(self.database, self.options.table, self.options.failed_table)
+        self._where = (
+            f"MySQL queue `{self.database}`.`{self.options.table}` at "
+            f"{self._connect_kwargs['host']}:{self._connect_kwargs['port']}"
+        )
+        self._pool: aiomysql.Pool | None = None
+        self._changed = ChangeSignal()
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the pool, create the tables and indexes, and record the schema version."""
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await aiomysql.create_pool(
+                minsize=1, maxsize=self.options.pool_size, pool_recycle=3600, **self._connect_kwargs
+            )
+        except (aiomysql.Error, OSError) as e:
+            raise DriverError(f"{self._where}: cannot connect: {e}") from e
+        try:
+            await self._create_schema()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+            await pool.wait_closed()
+
+    async def _create_schema(self) -> None:
+        async def body(cur: aiomysql.Cursor) -> None:
+            names = [name for name, _ in self.sql.create]
+            await cur.execute(self.sql.existing_tables, (self.database, *names))
+            existing = {row[0] for row in await cur.fetchall()}
+            for name, statement in self.sql.create:
+                if name not in existing:
+                    await cur.execute(statement)
+            for table in (self.options.table, self.options.failed_table):
+                await cur.execute(self.sql.schema_version, (table,))
+                row = await cur.fetchone()
+                if row is not None and row[0] > SCHEMA_VERSION:
+                    raise DriverError(
+                        f"{self._where}: table {table!r} has schema version {row[0]}, newer "
+                        f"than this release reads ({SCHEMA_VERSION}); upgrade queuekit"
+                    )
+                await cur.execute(self.sql.record_version, (table, SCHEMA_VERSION, now()))
+
+        await self._autocommit(body)
+
+    def _wrap(self, error: BaseException) -> DriverError:
+        return DriverError(f"{self._where}: {type(error).__name__}: {error}")
+
+    async def _autocommit(self, body: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
+        """Run ``body`` on a pooled connection, each statement committing on its own."""
+        if self._pool is None:
+            raise DriverError(f"{self._where}: the driver is not connected")
+        conn = await self._acquire()
+        try:
+            async with conn.cursor() as cur:
+                return await body(cur)
+        except BaseException as e:
+            _discard_if_broken(conn, e)
+            if isinstance(e, aiomysql.Error) and not isinstance(e, aiomysql.IntegrityError):
+                raise self._wrap(e) from e
+            raise
+        finally:
+            self._pool.release(conn)
+
+    async def _transaction(self, body: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction; a deadlock or lock timeout runs it again."""
+        if self._pool is None:
+            raise DriverError(f"{self._where}: the driver is not connected")
+        for attempt in range(1, _ATTEMPTS + 1):
+            conn = await self._acquire()
+            try:
+                await conn.begin()
+                async with conn.cursor() as cur:
+                    result = await body(cur)
+                await conn.commit()
+                return result
+            except BaseException as e:
+                await _rollback(conn, e)
+                if not isinstance(e, aiomysql.Error) or isinstance(e, aiomysql.IntegrityError):
+                    raise
+                if _code(e) in _RETRYABLE and attempt < _ATTEMPTS:
+                    log.info("queuekit: %s: %s; running the transaction again", self._where, e)
+                    continue
+                raise self._wrap(e) from e
+            finally:
+                self._pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _acquire(self) -> aiomysql.Connection:
+        assert self._pool is not None
+        try:
+            return await self._pool.acquire()
+        except (aiomysql.Error, OSError) as e:
+            raise DriverError(f"{self._where}: cannot get a connection: {e}") from e
+
+    # -- storing ---------------------------------------------------------------------------
+
+    async def push(self, record: JobRecord, **options: Any) -> bool:
+        connection = options.get("connection")
+        if connection is not None:
+            return await self._push_in_caller_transaction(connection, [record])
+        row = record_to_row(record)
+
+        async def body(cur: aiomysql.Cursor) -> bool:
+            return await self._insert_one(cur, record, row)
+
+        stored = await self._autocommit(body)
+        if stored:
+            self._changed.notify()
+        return stored
+
+    async def _insert_one(self, cur: aiomysql.Cursor, record: JobRecord, row: Any) -> bool:
+        """Insert one row; False when its unique key is already pending or running."""
+        try:
+            await cur.execute(self.sql.insert, row)
+        except aiomysql.IntegrityError as e:
+            if record.unique_key is not None and _code(e) == _DUPLICATE_KEY:
+                return False
+            raise self._wrap(e) from e
+        return True
+
+    async def push_many(self, records: Sequence[JobRecord], **options: Any) -> None:
+        if not records:
+            return
+        rows = [record_to_row(r) for r in records]  # encode all before writing any
+        connection = options.get("connection")
+        if connection is not None:
+            await self._push_in_caller_transaction(connection, records, rows)
+            return
+
+        async def body(cur: aiomysql.Cursor) -> None:
+            await self._insert_all(cur, rows)
+
+        await self._transaction(body)
+        self._changed.notify()
+
+    async def _insert_all(self, cur: aiomysql.Cursor, rows: list[Any]) -> None:
+        try:
+            await cur.executemany(self.sql.insert, rows)
+        except aiomysql.IntegrityError as e:
+            if _code(e) == _DUPLICATE_KEY:
+                raise DuplicateJobError(
+                    f"{self._where}: the batch holds a unique job whose key is already pending "
+                    "(nothing was stored)"
+                ) from e
+            raise self._wrap(e) from e
+
+    async def _push_in_caller_transaction(
+        self, conn: Any, records: Sequence[JobRecord], rows: list[Any] | None = None
+    ) -> bool:
+        """Insert with the caller's connection, inside the transaction it has begun.
+
+        The tables are named with their database, so the connection may have any database
+        selected. A savepoint makes a refused batch leave the caller's transaction as it was.
+        """
+        if not isinstance(conn, aiomysql.Connection):
+            raise DriverError(
+                f"{self._where}: connection= must be an aiomysql.Connection to the same server, "
+                f"got {type(conn).__name__}"
+            )
+        rows = rows if rows is not None else [record_to_row(r) for r in records]
+        try:
+            async with conn.cursor() as cur:
+                if len(records) == 1:
+                    return await self._insert_one(cur, records[0], rows[0])
+                await cur.execute("SAVEPOINT queuekit_push")
+                try:
+                    await self._insert_all(cur, rows)
+                except BaseException:
+                    await cur.execute("ROLLBACK TO SAVEPOINT queuekit_push")
+                    raise
+                await cur.execute("RELEASE SAVEPOINT queuekit_push")
+                return True
+        except aiomysql.Error as e:
+            raise self._wrap(e) from e
+
+    # -- reserving -------------------------------------------------------------------------
+
+    async def reserve(
+        self, queues: Sequence[str] | None, *, lease: float, wait: float = 0.0
+    ) -> JobRecord | None:
+        records = await self.reserve_many(queues, lease=lease, limit=1, wait=wait)
+        return records[0] if records else None
+
+    async def reserve_many(
+        self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
+    ) -> list[JobRecord]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        names = None if queues is None else tuple(queues)
+        while True:
+            seen = self._changed.seen
+            records, corrupt = await self._transaction(
+                lambda cur: self._lease_rows(cur, names, lease, max(limit, 1))
+            )
+            if corrupt:
+                # Raised after the commit: the unreadable rows are safe in the failed table and
+                # the next reservation hands out the readable jobs.
+                raise CorruptStoreError(
+                    f"{'; '.join(corrupt)}; moved to table {self.options.failed_table!r} with "
+                    "the error, the other jobs are untouched"
+                )
+            if records:
+                return records
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            await self._changed.wait(seen, min(remaining, self.options.poll_interval))
+
+    async def _lease_rows(
+        self, cur: aiomysql.Cursor, queues: tuple[str, ...] | None, lease: float, limit: int
+    ) -> tuple[list[JobRecord], list[str]]:
+        at = now()
+        if queues is None:
+            await cur.execute(self.sql.take_any, (at, at, limit))
+            rows = list(await cur.fetchall())
+        else:
+            rows = []
+            for queue in queues:  # a list of queues is tried in order
+                await cur.execute(self.sql.take_queue, (queue, at, at, limit - len(rows)))
+                rows.extend(await cur.fetchall())
+                if len(rows) >= limit:
+                    break
+        if not rows:
+            return [], []
+        records: list[JobRecord] = []
+        corrupt: list[tuple[int, CorruptStoreError]] = []
+        for row in rows:
+            try:
+                records.append(record_from_row(row[1:], self.options.table))
+            except CorruptStoreError as e:
+                corrupt.append((row[0], e))
+        if corrupt:
+            # The readable rows are left as they were (not leased): they cost nothing.
+            for seq, error in corrupt:
+                await cur.execute(self.sql.quarantine, (None, None, str(error), at, seq))
+                await cur.execute(self.sql.delete_seq, (seq,))
+            return [], [str(e) for _, e in corrupt]
+        until = at + lease
+        seqs = [row[0] for row in rows]
+        tokens = [f"{seq}.{os.urandom(8).hex()}" for seq in seqs]
+        pairs = [value for pair in zip(seqs, tokens, strict=True) for value in pair]
+        await cur.execute(self.sql.lease(len(seqs)), (until, *pairs, *seqs))
+        for record, token in zip(records, tokens, strict=True):
+            record.attempts += 1
+            record.reserved_until = until
+            record.lease_token = token
+        return records, []  # already in reservation order: ORDER BY ... FOR UPDATE
+
+    # -- settling a lease ------------------------------------------------------------------
+
+    async def _fenced(self, statement: str, params: Sequence[Any]) -> int:
+        async def body(cur: aiomysql.Cursor) -> int:
+            await cur.execute(statement, params)
+            return int(cur.rowcount)
+
+        return await self._autocommit(body)
+
+    async def extend(self, record: JobRecord, *, lease: float) -> bool:
+        fence = fence_of(record)
+        if fence is None:
+            return False
+        until = now() + lease
+        if not await self._fenced(self.sql.extend, (until, *fence)):
+            return False
+        record.reserved_until = until
+        return True
+
+    async def complete(self, record: JobRecord) -> bool:
+        fence = fence_of(record)
+        if fence is None:
+            return False
+        return await self._fenced(self.sql.complete, fence) > 0
+
+    async def complete_many(self, records: Sequence[JobRecord]) -> list[bool]:
+        """Delete several finished jobs in one transaction; one flag per record."""
+        fences = [fence_of(r) for r in records]
+        held = [f for f in fences if f is not None]
+        if not held:
+            return [False] * len(records)
+        seqs = [seq for seq, _ in held]
+        tokens = [token for _, token in held]
+
+        async def body(cur: aiomysql.Cursor) -> set[tuple[int, str]]:
+            # Common case first: every lease held, one DELETE settles them all.
+            await cur.execute(self.sql.complete_many(len(held)), (*seqs, *tokens))
+            if cur.rowcount == len(held):
+                return set(held)
+            raise _SomeLeasesLost
+
+        try:
+            done = await self._transaction(body)
+        except _SomeLeasesLost:
+            done = await self._transaction(lambda cur: self._complete_held(cur, held))
+        return [f is not None and f in done for f in fences]
+
+    async def _complete_held(
+        self, cur: aiomysql.Cursor, held: list[tuple[int, str]]
+    ) -> set[tuple[int, str]]:
+        """Lock the rows, see which leases still hold, delete exactly those."""
+        await cur.execute(self.sql.lock_held(len(held)), [seq for seq, _ in held])
+        current = {(int(seq), token) for seq, token in await cur.fetchall()}
+        mine = [f for f in held if f in current]
+        if mine:
+            await cur.execute(
+                self.sql.complete_many(len(mine)),
+                (*(seq for seq, _ in mine), *(token for _, token in mine)),
+            )
+        return set(mine)
+
+    async def release(
+        self, record: JobRecord, *, delay: float = 0.0, error: str | None = None
+    ) -> bool:
+        fence = fence_of(record)
+        if fence is None:
+            return False
+        params = (record.attempts, error, now() + delay, *fence)
+        released = await self._fenced(self.sql.release, params) > 0
+        if released:
+            self._changed.notify()
+        return released
+
+    async def fail(self, record: JobRecord, error: str) -> bool:
+        fence = fence_of(record)
+        if fence is None:
+            return False
+
+        async def body(cur: aiomysql.Cursor) -> bool:
+            await cur.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence))
+            if cur.rowcount == 0:
+                return False
+            await cur.execute(self.sql.complete, fence)
+            if cur.rowcount == 0:
+                raise _SomeLeasesLost  # the copy read a lease lost meanwhile: undo it
+            return True
+
+        try:
+            return await self._transaction(body)
+        except _SomeLeasesLost:
+            return False
+
+    # -- inspecting and managing -----------------------------------------------------------
+
+    async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
+        async def body(cur: aiomysql.Cursor) -> QueueStats:
+            at = now()
+            out: QueueStats = {}
+            await cur.execute(self.sql.stats, (at, at))
+            for queue, pending, delayed, reserved in await cur.fetchall():
+                out[queue] = {
+                    "pending": int(pending),
+                    "delayed": int(delayed),
+                    "reserved": int(reserved),
+                    "failed": 0,
+                }
+            await cur.execute(self.sql.failed_stats)
+            for queue, count in await cur.fetchall():
+                out.setdefault(queue, empty_counts())["failed"] = int(count)
+            return out
+
+        return select_stats(await self._autocommit(body), queues)
+
+    async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
+        async def body(cur: aiomysql.Cursor) -> list[Any]:
+            if queue is None:
+                await cur.execute(self.sql.failed_list, (limit,))
+            else:
+                await cur.execute(self.sql.failed_list_queue, (queue, limit))
+            return list(await cur.fetchall())
+
+        return decode_failed(await self._autocommit(body), self.options.failed_table)
+
+    async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
+        if ids is not None and not ids:
+            return 0
+
+        async def body(cur: aiomysql.Cursor) -> int:
+            if ids is None:
+                await cur.execute(self.sql.lock_failed_all)
+            else:
+                await cur.execute(self.sql.lock_failed(len(ids)), list(ids))
+            moved = 0
+            at = now()
+            for (seq,) in await cur.fetchall():
+                try:
+                    await cur.execute(self.sql.retry, (at, seq))
+                except aiomysql.IntegrityError as e:
+                    # Its unique key is pending again: it stays failed, visibly. (InnoDB undid
+                    # only the failed statement, the transaction goes on.)
+                    log.warning("queuekit: failed job row %s was not retried: %s", seq, e)
+                    continue
+                await cur.execute(self.sql.forget_seq, (seq,))
+                moved += 1
+            return moved
+
+        moved = await self._transaction(body)
+        if moved:
+            self._changed.notify()
+        return moved
+
+    async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
+        if ids is not None and not ids:
+            return 0
+
+        async def body(cur: aiomysql.Cursor) -> int:
+            if ids is None:
+                await cur.execute(self.sql.forget_all)
+            else:
+                await cur.execute(self.sql.forget(len(ids)), list(ids))
+            return int(cur.rowcount)
+
+        return await self._autocommit(body)
+
+    async def purge(self, queue: str) -> int:
+        return await self._fenced(self.sql.purge, (queue,))
+
+
+async def drop_tables(options: dict[str, Any] | DatabaseOptions) -> None:
+    """Drop the two tables of ``options`` and their schema rows (tests and benchmarks use it)."""
+    driver = MySQLDriver(options)
+    try:
+        pool = await aiomysql.create_pool(minsize=1, maxsize=1, **driver._connect_kwargs)
+    except (aiomysql.Error, OSError) as e:
+        raise DriverError(f"{driver._where}: cannot connect: {e}") from e
+    try:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            for statement in driver.sql.drop:
+                await cur.execute(statement)
+            await cur.execute(
+                "SELECT COUNT(*) FROM information_schema.tables "
+                "WHERE table_schema = %s AND table_name = %s",
+                (driver.database, "queuekit_schema"),
+            )
+            row = await cur.fetchone()
+            if row and row[0]:
+                await cur.execute(
+                    driver.sql.forget_version, (driver.options.table, driver.options.failed_table)
+                )
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+class _SomeLeasesLost(Exception):
+    """Rolls a settling transaction back when a lease turned out to be lost."""
+
+
+def _code(error: BaseException) -> int | None:
+    args = getattr(error, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _discard_if_broken(conn: aiomysql.Connection, error: BaseException) -> None:
+    # A connection cancelled mid-query or cut off (client error codes are 2000-2999) is in an
+    # unknown state: close it so the pool drops it instead of handing it to the next caller.
+    code = _code(error)
+    if isinstance(error, (asyncio.CancelledError, OSError, aiomysql.InterfaceError)) or (
+        isinstance(error, aiomysql.OperationalError) and code is not None and code >= 2000
+    ):
+        conn.close()
+
+
+async def _rollback(conn: aiomysql.Connection, error: BaseException) -> None:
+    if isinstance(error, asyncio.CancelledError) or conn.closed:
+        conn.close()
+        return
+    try:
+        await conn.rollback()
+    except Exception:
+        conn.close()
+    else:
+        _discard_if_broken(conn, error)
