@@ -21,11 +21,12 @@ import asyncio
 import importlib.util
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
@@ -353,27 +354,49 @@ async def _dispatch(manager: QueueManager, plan: DemoPlan, chunk: int = 500) -> 
 async def _drain(
     manager: QueueManager, total: int, concurrency: int, deadline: float, err: TextIO
 ) -> tuple[float, bool]:
-    """Run a background worker until every job has settled; returns (seconds, finished)."""
+    """Run a background worker until every job has settled; returns (seconds, finished).
+
+    Ctrl-C stops the worker gracefully, and the report still shows what was done.
+    """
     progress = _Progress(total, err)
     worker = await manager.start_worker(concurrency=concurrency, run_in_background=True)
     assert isinstance(worker, Worker)
-    finished = False
+    interrupted = asyncio.Event()
+    with _on_sigint(interrupted.set):
+        try:
+            while progress.started + deadline > time.perf_counter() and not interrupted.is_set():
+                metrics = manager.get_metrics()
+                if metrics["total_completed"] + metrics["total_failed"] >= total:
+                    break
+                progress.draw(metrics)
+                if not worker.running and worker.summary.stop_reason is not None:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await worker.stop()
+    metrics = manager.get_metrics()
+    progress.draw(metrics, final=True)
+    settled = metrics["total_completed"] + metrics["total_failed"]
+    if settled < total:
+        why = "interrupted" if interrupted.is_set() else f"stopped after {deadline:g} s"
+        print(f"queuekit demo: {why} with {total - settled} jobs unfinished", file=err)
+    return time.perf_counter() - progress.started, settled >= total
+
+
+@contextmanager
+def _on_sigint(callback: Callable[[], None]) -> Iterator[None]:
+    """Route SIGINT to ``callback`` while inside, where the loop can take signals."""
+    loop = asyncio.get_running_loop()
     try:
-        while progress.started + deadline > time.perf_counter():
-            metrics = manager.get_metrics()
-            if metrics["total_completed"] + metrics["total_failed"] >= total:
-                finished = True
-                break
-            progress.draw(metrics)
-            if not worker.running and worker.summary.stop_reason is not None:
-                break
-            await asyncio.sleep(0.1)
+        loop.add_signal_handler(signal.SIGINT, callback)
+    except (NotImplementedError, RuntimeError, ValueError):
+        # Not the main thread, or no loop signal handlers (Windows): Ctrl-C interrupts as usual.
+        yield
+        return
+    try:
+        yield
     finally:
-        await worker.stop()
-    progress.draw(manager.get_metrics(), final=True)
-    if not finished:
-        print(f"queuekit demo: stopped after {deadline:g} s with jobs unfinished", file=err)
-    return time.perf_counter() - progress.started, finished
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _print_report(report: DemoReport, stats: dict[str, dict[str, int]], out: TextIO) -> None:

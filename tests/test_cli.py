@@ -419,6 +419,30 @@ def test_demo_command_prints_metrics_and_failed_jobs(tmp_path: Path) -> None:
     assert "200/200" in result.stderr
 
 
+def test_demo_ctrl_c_stops_the_worker_and_still_reports(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "queuekit", "demo", "--jobs", "20000", "--driver", "memory"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    try:
+        errors, seen = _reader(proc.stderr)
+        _wait_for_line(errors, "/20000")  # the progress bar: the worker is draining
+        proc.send_signal(signal.SIGINT)
+        stdout = proc.stdout.read() if proc.stdout else ""
+        assert proc.wait(timeout=60) == 1, "".join(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    _wait_for(lambda: any("interrupted with" in line for line in seen), "the interrupt message")
+    assert "Metrics (manager.get_metrics())" in stdout
+    assert "Failed jobs (manager.failed_jobs())" in stdout
+
+
 DRIVERS = ["memory", pytest.param("sqlite", marks=needs_sqlite)]
 
 
