@@ -17,15 +17,11 @@ Config section ``queue.file``::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import json
 import os
-import queue
-import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -37,11 +33,9 @@ from ..config import parse_options
 from ..errors import DriverError, DuplicateJobError
 from ..record import JobRecord
 from .base import Capability, QueueDriver, QueueStats
-from .file_store import JournalStore
+from .file_store import IOThread, JournalStore, wake
 
 __all__ = ["FileDriver", "FileOptions"]
-
-_MAX_BATCH = 512  # operations sharing one lock acquisition, write and fsync
 
 
 class FileOptions(BaseModel):
@@ -104,6 +98,9 @@ class _Replica:
         failed = sorted(self.failed.values(), key=lambda r: (r.failed_at or 0.0, r.id))
         return jobs, failed
 
+    def count(self) -> int:
+        return len(self.jobs) + len(self.failed)
+
     def apply(self, op: dict[str, Any]) -> Any:
         """Decode one journal line written by any process and apply it."""
         kind = op["op"]
@@ -135,7 +132,9 @@ class _Replica:
 
     def push(self, records: list[JobRecord], at: float) -> bool:
         for record in records:
-            self._add(record, at)
+            # An id is stored once: a push replayed twice (a journal restored by hand) is a no-op.
+            if record.id not in self.jobs and record.id not in self.failed:
+                self._add(record, at)
         return True
 
     def reserve(self, leases: list[tuple[str, str, float]]) -> None:
@@ -343,122 +342,6 @@ class _Replica:
         return out
 
 
-@dataclass(slots=True, eq=False)
-class _Call:
-    """One operation queued for the I/O thread, and its outcome."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    locked: bool = True
-    #: Whether ``fsync: true`` must put its line on disk before it returns.
-    durable: bool = True
-    #: Answers ``empty`` without taking the lock when it returns True.
-    skip: Callable[[], bool] | None = None
-    empty: Any = None
-    result: Any = None
-    error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn(*self.args)
-        except Exception as e:
-            self.error = e
-
-
-class _IOThread:
-    """The one thread that touches the store's files and replica.
-
-    Calls queue up while it works; it takes them all, holds the lock once, catches up once,
-    appends all their lines in one write and fsyncs once (group commit), then answers each.
-    """
-
-    def __init__(self, store: JournalStore, replica: _Replica) -> None:
-        self.store = store
-        self.replica = replica
-        self.lines: list[bytes] = []
-        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._run, name=f"queuekit-file {store.path}", daemon=True
-        )
-        self._thread.start()
-
-    def submit(self, call: _Call) -> None:
-        self._queue.put(call)
-
-    def stop(self) -> None:
-        self._queue.put(None)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while (call := self._queue.get()) is not None:
-            batch = [call]
-            stopping = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._run_batch(batch)
-            if stopping:
-                return
-
-    def _run_batch(self, batch: list[_Call]) -> None:
-        locked = []
-        for call in batch:
-            if not call.locked:
-                call.run()
-            elif call.skip is not None and call.skip():
-                call.result = call.empty
-            else:
-                locked.append(call)
-        if locked:
-            self._run_locked(locked)
-        for call in batch:
-            # A closed loop raises RuntimeError: nobody is waiting for the answer any more.
-            with contextlib.suppress(RuntimeError):
-                call.loop.call_soon_threadsafe(_settle, call.future, call.result, call.error)
-
-    def _run_locked(self, calls: list[_Call]) -> None:
-        store = self.store
-        try:
-            with store.locked():
-                store.catch_up(self.replica)
-                for call in calls:
-                    call.run()
-                if self.lines:
-                    store.append(b"".join(self.lines))
-                store.maybe_compact(self.replica)
-            if any(call.durable for call in calls):
-                store.flush()
-        except Exception as e:
-            store.invalidate()
-            error = e
-            if not isinstance(e, DriverError):
-                error = DriverError(f"file queue {store.path}: {type(e).__name__}: {e}")
-                error.__cause__ = e
-            for call in calls:
-                call.result, call.error = None, error
-        finally:
-            self.lines.clear()
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -505,7 +388,8 @@ class FileDriver(QueueDriver):
             fsync=self.options.fsync,
         )
         self._replica = _Replica()
-        self._io: _IOThread | None = None
+        self._io: IOThread | None = None
+        self._lines: list[bytes] = []  # the I/O thread's lines of the batch under way
         self._pid = os.getpid()
         self._poll = self.options.poll_interval
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -518,7 +402,9 @@ class FileDriver(QueueDriver):
     async def connect(self) -> None:
         if self._io is not None:
             return
-        self._io = _IOThread(self._store, self._replica)
+        self._pid = os.getpid()
+        self._io = IOThread(self._store, self._replica)
+        self._lines = self._io.lines
         # Stop the thread if the driver is dropped without close().
         weakref.finalize(self, self._io.stop)
         try:
@@ -531,12 +417,11 @@ class FileDriver(QueueDriver):
         io, self._io = self._io, None
         if io is None:
             return
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        io.submit(_Call(self._store.close, (), loop, future, locked=False, durable=False))
-        io.stop()
-        await future
-        await asyncio.to_thread(io.join, 10.0)
+        try:
+            await io.call(self._store.close, locked=False, durable=False)
+        finally:
+            io.stop()
+            await io.join(10.0)
 
     async def _call(
         self,
@@ -554,15 +439,13 @@ class FileDriver(QueueDriver):
                 f"file queue {self.path}: this driver was connected in process {self._pid}; "
                 "create and connect a driver in each process"
             )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._io.submit(_Call(fn, args, loop, future, locked, durable, skip, empty))
-        return await future
+        return await self._io.call(
+            fn, *args, locked=locked, durable=durable, skip=skip, empty=empty
+        )
 
     def _write(self, op: dict[str, Any] | bytes) -> None:
         """Queue one journal line for this batch's append (on the I/O thread)."""
-        assert self._io is not None
-        self._io.lines.append(op if isinstance(op, bytes) else _encode(op))
+        self._lines.append(op if isinstance(op, bytes) else _encode(op))
 
     # -- storing ---------------------------------------------------------------------------
 
@@ -652,7 +535,7 @@ class FileDriver(QueueDriver):
         waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, future, None, None)
+                loop.call_soon_threadsafe(wake, future)
         self._poll = self.options.poll_interval
 
     # -- settling a lease ------------------------------------------------------------------
@@ -784,10 +667,9 @@ class FileDriver(QueueDriver):
         await self._call(self._do_compact)
 
     def _do_compact(self) -> None:
-        assert self._io is not None
         # Lines of earlier calls in this batch are already in the replica: write them to the
         # journal being archived, or replaying the new one would apply them twice.
-        if self._io.lines:
-            self._store.append(b"".join(self._io.lines))
-            self._io.lines.clear()
+        if self._lines:
+            self._store.append(b"".join(self._lines))
+            self._lines.clear()
         self._store.compact(self._replica)

@@ -15,13 +15,16 @@ the journal run under ``locked()`` unless their docstring says otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import queue
 import shutil
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,12 +39,21 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["JOURNAL_FORMAT", "SNAPSHOT_FORMAT", "JournalStore", "Replica"]
+__all__ = [
+    "JOURNAL_FORMAT",
+    "SNAPSHOT_FORMAT",
+    "IOThread",
+    "JournalStore",
+    "Replica",
+    "wake",
+]
 
 log = logging.getLogger("queuekit.drivers.file")
 
 SNAPSHOT_FORMAT = "queuekit.file/1"
 JOURNAL_FORMAT = "queuekit.file.journal/1"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_MAX_BATCH = 512  # operations sharing one lock acquisition, write and fsync
 _LINE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, CorruptStoreError)
 
 
@@ -56,6 +68,9 @@ class Replica(Protocol):
 
     def dump(self) -> tuple[list[JobRecord], list[JobRecord]]:
         """Jobs in push order and failed jobs in failure order, for a snapshot."""
+
+    def count(self) -> int:
+        """How many records (jobs and failed jobs) the store holds."""
 
 
 @dataclass(slots=True)
@@ -92,7 +107,8 @@ class JournalStore:
         self._offset = 0
         self._synced = 0
         self._generation = 0
-        self._compact_at = max_file_size
+        self._retry_compact_at = 0
+        self._record_bytes = 400.0  # average size of a record in the snapshot, measured
         self._stale = False
 
     # -- opening, locking ------------------------------------------------------------------
@@ -186,13 +202,7 @@ class JournalStore:
         st = os.fstat(fd)
         self._fd, self._file_id = fd, (st.st_dev, st.st_ino)
         self._generation, self._offset, self._synced = generation, offset, offset
-        try:
-            snapshot_size = os.stat(self.path).st_size
-        except OSError:
-            snapshot_size = 0
-        # Compaction rewrites every job, so it waits until the journal is half the snapshot's
-        # size as well: its cost stays O(1) per operation however many jobs the store holds.
-        self._compact_at = max(self.max_file_size, snapshot_size // 2)
+        self._retry_compact_at = 0
 
     def _read(self, replica: Replica, fd: int, offset: int, *, live: bool) -> int:
         """Apply the complete lines from ``offset`` to the end; return the offset reached."""
@@ -272,13 +282,18 @@ class JournalStore:
     def maybe_compact(self, replica: Replica) -> None:
         """Compact once the journal passed its threshold; a failure is logged, never raised
         (every operation is still in the journal)."""
-        if self._offset < self._compact_at:
+        if self._offset < max(self.max_file_size, self._retry_compact_at):
+            return
+        # Compaction rewrites every stored job, so it also waits until the journal is as large
+        # as their snapshot would be: its cost stays O(1) per operation however many jobs the
+        # store holds, and a drained store compacts back to a small snapshot soon.
+        if self._offset < replica.count() * self._record_bytes:
             return
         try:
             self.compact(replica)
         except OSError as e:
             log.error("file queue %s: compaction failed, will retry later: %s", self.path, e)
-            self._compact_at = self._offset + self.max_file_size
+            self._retry_compact_at = self._offset + self.max_file_size
 
     def compact(self, replica: Replica, *, generation: int | None = None) -> None:
         """Write the replica as a new snapshot and start an empty journal, rotating backups.
@@ -294,7 +309,8 @@ class JournalStore:
         tmp = self.path.with_name(self.path.name + ".tmp")
         journal_tmp = self.journal_path.with_name(self.journal_path.name + ".tmp")
         try:
-            _write_snapshot(tmp, generation, jobs, failed)
+            size = _write_snapshot(tmp, generation, jobs, failed)
+            self._record_bytes = size / max(len(jobs) + len(failed), 1)
             _write_file(journal_tmp, header)
             self._rotate()
             os.replace(tmp, self.path)
@@ -372,6 +388,8 @@ class JournalStore:
             and bool(journals)
             and journals[-1] == (snapshot.generation, self.journal_path)
         )
+        if snapshot is not None and (records := len(snapshot.jobs) + len(snapshot.failed)):
+            self._record_bytes = snapshot.size / records
         if clean:
             fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND)
             if os.fstat(fd).st_size > live_end:
@@ -430,6 +448,147 @@ class JournalStore:
                 self._problem(f"file queue {path}: set aside as {_set_aside(path)}")
             return snapshot
         return None
+
+
+@dataclass(slots=True, eq=False)
+class _IOCall:
+    """One operation queued for the I/O thread, and its outcome."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    locked: bool = True
+    #: Whether ``fsync: true`` must put its line on disk before it returns.
+    durable: bool = True
+    #: Answers ``empty`` without taking the lock when it returns True.
+    skip: Callable[[], bool] | None = None
+    empty: Any = None
+    result: Any = None
+    error: BaseException | None = None
+
+    def run(self) -> None:
+        """Call ``fn`` and keep what it returned or raised."""
+        try:
+            self.result = self.fn(*self.args)
+        except Exception as e:
+            self.error = e
+
+
+class IOThread:
+    """The one thread that touches the store's files and replica.
+
+    Calls queue up while it works; it takes them all, holds the lock once, catches up once,
+    appends all their lines in one write and fsyncs once (group commit), then answers each.
+    """
+
+    def __init__(self, store: JournalStore, replica: Replica) -> None:
+        self.store = store
+        self.replica = replica
+        self.lines: list[bytes] = []
+        self._queue: queue.SimpleQueue[_IOCall | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"queuekit-file {store.path}", daemon=True
+        )
+        self._thread.start()
+
+    async def call(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        locked: bool = True,
+        durable: bool = True,
+        skip: Callable[[], bool] | None = None,
+        empty: Any = None,
+    ) -> Any:
+        """Run ``fn(*args)`` on the thread and return its result (or raise its error).
+
+        ``locked`` runs it under the lock after catching up; ``durable`` makes ``fsync: true``
+        sync its lines before answering; ``skip`` (run on the thread first) answers ``empty``
+        without the lock when it returns True.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_IOCall(fn, args, loop, future, locked, durable, skip, empty))
+        return await future
+
+    def stop(self) -> None:
+        """Let the thread finish the calls already queued, then end."""
+        self._queue.put(None)
+
+    async def join(self, timeout: float) -> None:
+        """Wait (off the loop) for the thread to end."""
+        await asyncio.to_thread(self._thread.join, timeout)
+
+    def _run(self) -> None:
+        while (call := self._queue.get()) is not None:
+            batch = [call]
+            stopping = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._run_batch(batch)
+            if stopping:
+                return
+
+    def _run_batch(self, batch: list[_IOCall]) -> None:
+        locked = []
+        for call in batch:
+            if not call.locked:
+                call.run()
+            elif call.skip is not None and call.skip():
+                call.result = call.empty
+            else:
+                locked.append(call)
+        if locked:
+            self._run_locked(locked)
+        for call in batch:
+            # A closed loop raises RuntimeError: nobody is waiting for the answer any more.
+            with contextlib.suppress(RuntimeError):
+                call.loop.call_soon_threadsafe(_settle, call.future, call.result, call.error)
+
+    def _run_locked(self, calls: list[_IOCall]) -> None:
+        store = self.store
+        try:
+            with store.locked():
+                store.catch_up(self.replica)
+                for call in calls:
+                    call.run()
+                if self.lines:
+                    store.append(b"".join(self.lines))
+                store.maybe_compact(self.replica)
+            if any(call.durable for call in calls):
+                store.flush()
+        except Exception as e:
+            store.invalidate()
+            error = e
+            if not isinstance(e, DriverError):
+                error = DriverError(f"file queue {store.path}: {type(e).__name__}: {e}")
+                error.__cause__ = e
+            for call in calls:
+                call.result, call.error = None, error
+        finally:
+            self.lines.clear()
+
+
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is done (for ``loop.call_soon_threadsafe``)."""
+    _settle(future, None, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 # -- file formats ----------------------------------------------------------------------------
@@ -507,17 +666,19 @@ def _read_snapshot(path: Path) -> tuple[_Snapshot, list[str]]:
 
 def _write_snapshot(
     path: Path, generation: int, jobs: list[JobRecord], failed: list[JobRecord]
-) -> None:
-    """One record per line, so a person can read and grep the snapshot."""
+) -> int:
+    """Write one record per line, so a person can read and grep it; returns the size."""
     head = {"format": SNAPSHOT_FORMAT, "generation": generation, "written_at": time.time()}
     with path.open("w", encoding="utf-8") as f:
         f.write(json.dumps(head)[:-1] + ',\n"jobs": [\n')
-        f.write(",\n".join(r.dumps() for r in jobs))
+        encode = _COMPACT.encode  # one encoder for all records: compaction is a hot loop
+        f.write(",\n".join(encode(r.to_json()) for r in jobs))
         f.write('\n],\n"failed": [\n')
-        f.write(",\n".join(r.dumps() for r in failed))
+        f.write(",\n".join(encode(r.to_json()) for r in failed))
         f.write("\n]}\n")
         f.flush()
         os.fsync(f.fileno())
+        return f.tell()
 
 
 def _write_file(path: Path, data: bytes) -> None:

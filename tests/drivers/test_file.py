@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ import pytest
 
 from queuekit import QueueManager
 from queuekit.clock import now
+from queuekit.drivers import file_store
 from queuekit.drivers.file import FileDriver
 from queuekit.errors import ConfigError
 from queuekit.record import JobRecord
@@ -291,6 +293,82 @@ async def test_damaged_journal_line_in_the_middle_is_skipped_and_kept(
         await driver.close()
 
 
+async def test_a_journal_older_than_its_snapshot_is_not_applied_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    await driver.push(make_record(1))
+    first = await driver.reserve(None, lease=0.2)
+    assert first is not None and first.attempts == 1
+    await driver.compact()
+    await driver.close()
+    # A crash between compaction's two renames: the new snapshot is in place, the journal
+    # is still the one it already contains.
+    journal = path.with_name("jobs.json.journal")
+    journal.write_bytes(path.with_name("jobs.json.journal.1").read_bytes())
+
+    with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
+        driver = await open_file_driver(path)
+    try:
+        assert driver.problems == [] and caplog.records == []
+        await asyncio.sleep(0.3)
+        again = await driver.reserve(None, lease=LEASE)
+        assert again is not None and again.id == first.id
+        assert again.attempts == 2, "the reservation in the old journal counted once"
+    finally:
+        await driver.close()
+
+
+# -- durability ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the journal fsyncs (one entry per call)."""
+    calls: list[int] = []
+    real = file_store._datasync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(file_store, "_datasync", counting)
+    return calls
+
+
+async def test_fsync_policy(tmp_path: Path, fsyncs: list[int]) -> None:
+    synced = await open_file_driver(tmp_path / "a.json", fsync=True)
+    unsynced = await open_file_driver(tmp_path / "b.json", fsync=False)
+    try:
+        await unsynced.push(make_record(1))
+        got = await unsynced.reserve(None, lease=LEASE)
+        assert got is not None and await unsynced.complete(got)
+        assert fsyncs == []
+
+        await synced.push(make_record(1))
+        assert len(fsyncs) == 1, "an acknowledged push is on disk"
+        got = await synced.reserve(None, lease=LEASE)
+        assert got is not None and await synced.extend(got, lease=LEASE)
+        assert len(fsyncs) == 1, "a lost lease only makes the job run again: not synced"
+        assert await synced.complete(got)
+        assert len(fsyncs) == 2
+    finally:
+        await unsynced.close()
+        await synced.close()
+
+
+async def test_concurrent_operations_share_one_fsync(tmp_path: Path, fsyncs: list[int]) -> None:
+    driver = await open_file_driver(tmp_path / "jobs.json", fsync=True)
+    try:
+        records = [make_record(i) for i in range(100)]
+        await asyncio.gather(*(driver.push(r) for r in records))
+        assert 1 <= len(fsyncs) < len(records) // 2, "group commit: one fsync per batch"
+        assert await drain(driver) == [r.id for r in records]
+    finally:
+        await driver.close()
+
+
 # -- compaction and rotation -------------------------------------------------------------------
 
 
@@ -298,8 +376,11 @@ async def test_rotation_keeps_max_backups(tmp_path: Path) -> None:
     path = tmp_path / "jobs.json"
     driver = await open_file_driver(path, max_file_size=2048, max_backups=2)
     try:
-        for i in range(60):
+        for i in range(40):
             await driver.push(make_record(i, payload={"n": i, "pad": "x" * 200}))
+            got = await driver.reserve(None, lease=LEASE)
+            assert got is not None and await driver.complete(got)
+        await driver.push(kept := make_record(99))
         names = [p.name for p in matching(tmp_path, "*")]
         assert {"jobs.json.1", "jobs.json.2", "jobs.json.journal.1", "jobs.json.journal.2"} <= set(
             names
@@ -311,6 +392,7 @@ async def test_rotation_keeps_max_backups(tmp_path: Path) -> None:
         ]
         assert generations[0] > generations[1] > generations[2] > 0
         assert path.with_name("jobs.json.journal").stat().st_size < 2048 + 1024
+        assert await drain(driver) == [kept.id]
     finally:
         await driver.close()
 
