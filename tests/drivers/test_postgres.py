@@ -163,6 +163,7 @@ async def test_a_row_that_is_not_json_is_named_and_nothing_else_is_lost(
             await driver.reserve_many(None, lease=LEASE, limit=10)
         message = str(caught.value)
         assert tables["table"] in message and "broken-1" in message and "payload" in message
+        assert tables["failed_table"] in message
 
         # The healthy jobs reserved in the same batch were put back with the attempt uncounted.
         got = await driver.reserve_many(None, lease=LEASE, limit=10)
@@ -170,29 +171,42 @@ async def test_a_row_that_is_not_json_is_named_and_nothing_else_is_lost(
         assert [r.attempts for r in got] == [1, 1, 1]
         assert await driver.complete_many(got) == [True] * 3
 
-        # The damaged row is kept exactly as it was, for a person to inspect.
+        # The damaged row left the queue for the failed table, byte for byte, with the error.
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
             cur = await conn.execute(
-                f'SELECT payload FROM "{tables["table"]}" WHERE id = %s',  # type: ignore[arg-type]
+                f'SELECT payload, last_error FROM "{tables["failed_table"]}" WHERE id = %s',  # type: ignore[arg-type]
                 ["broken-1"],
             )
-            assert await cur.fetchall() == [("{not json",)]
-        assert (await driver.stats(["default"]))["default"]["reserved"] == 1
+            ((payload, last_error),) = await cur.fetchall()
+        assert payload == "{not json"
+        assert "broken-1" in last_error and "not valid JSON" in last_error
+        stats = (await driver.stats(["default"]))["default"]
+        assert stats == {"pending": 0, "delayed": 0, "reserved": 0, "failed": 1}
+        assert await driver.reserve(None, lease=LEASE) is None
     finally:
         await driver.close()
 
 
-async def test_a_corrupt_failed_row_is_named(tables: dict[str, str]) -> None:
+async def test_an_unreadable_failed_row_is_logged_and_hides_nothing(
+    tables: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     driver = await open_pg(tables)
     try:
+        await driver.push(make_record(1))
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None and await driver.fail(got, "boom")
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
             await conn.execute(
                 f'INSERT INTO "{tables["failed_table"]}" (id, job_name, payload, queue, '  # type: ignore[arg-type]
                 "priority, attempts, max_retries, created_at, available_at, meta, failed_at) "
-                "VALUES ('f-1', 'x', '{}', 'default', 0, 1, 3, 0, 0, '[oops', 1)"
+                "VALUES ('f-1', 'x', '{}', 'default', 0, 1, 3, 0, 0, '[oops', 0)"
             )
-        with pytest.raises(CorruptStoreError, match=rf"{tables['failed_table']}.*f-1.*meta"):
-            await driver.failed()
+        with caplog.at_level("ERROR", logger="queuekit.database.postgres"):
+            failed = await driver.failed()
+        assert [r.id for r in failed] == [got.id]
+        assert tables["failed_table"] in caplog.text and "f-1" in caplog.text
+        assert "meta" in caplog.text
+        assert await driver.forget_failed(["f-1"]) == 1
     finally:
         await driver.close()
 

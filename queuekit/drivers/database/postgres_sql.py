@@ -128,9 +128,9 @@ WITH stored AS (
 )
 SELECT pg_notify(%(channel)s, queue) FROM stored"""
 
-# The whole batch in one statement, so all rows commit or none do (a duplicate unique_key
-# raises and stores nothing). ``unnest`` keeps array order, so ``seq`` follows the batch order.
-# One NOTIFY per distinct queue with a job that is due now.
+# A small batch in one statement, so all rows commit or none do (a duplicate unique_key raises
+# and stores nothing). ``unnest`` keeps array order, so ``seq`` follows the batch order. One
+# NOTIFY per distinct queue with a job that is due now.
 PUSH_MANY = f"""
 WITH stored AS (
     INSERT INTO {{jobs}} ({_COLUMNS}) SELECT * FROM unnest({_UNNEST})
@@ -139,6 +139,12 @@ WITH stored AS (
 SELECT pg_notify(%(channel)s, queue)
 FROM (SELECT DISTINCT queue FROM stored WHERE available_at <= %(now)s) AS due"""
 
+# A large batch streams through COPY (the fastest way in, with every value encoded by psycopg's C
+# code), inside one transaction with NOTIFY_QUEUES: the rows and the wake-ups commit together or
+# not at all. COPY keeps row order, so ``seq`` follows the batch order.
+COPY_JOBS = f"COPY {{jobs}} ({_COLUMNS}) FROM STDIN"
+NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS queue"
+
 # -- reserving ----------------------------------------------------------------------------------
 
 # Reservation in one statement and one round trip. A row is due when available_at has passed and
@@ -146,22 +152,21 @@ FROM (SELECT DISTINCT queue FROM stored WHERE available_at <= %(now)s) AS due"""
 # very statement that hands them out again, with the attempt counted. FOR UPDATE SKIP LOCKED lets
 # concurrent reservers pass over each other's candidate rows instead of waiting or taking the same
 # one; READ COMMITTED re-checks the WHERE clause on a row updated since the snapshot, so a row
-# leased by another worker a moment ago is not taken again. MATERIALIZED keeps the locking
-# subquery evaluated exactly once. RETURNING order is not guaranteed: ``seq`` lets the driver
-# sort the batch back into reservation order.
+# leased by another worker a moment ago is not taken again. ARRAY(...) runs the locking subquery
+# exactly once (an InitPlan) and lets the UPDATE find the rows through the primary key instead of
+# joining the whole table. RETURNING order is not guaranteed: ``seq`` lets the driver sort the
+# batch back into reservation order.
 _RESERVE = f"""
-WITH picked AS MATERIALIZED (
+UPDATE {{{{jobs}}}} AS j
+SET attempts = j.attempts + 1, reserved_until = %(until)s, lease_token = %(token)s
+WHERE j.id = ANY(ARRAY(
     SELECT id FROM {{{{jobs}}}}
     WHERE {{where}}available_at <= %(now)s
       AND (reserved_until IS NULL OR reserved_until <= %(now)s)
     ORDER BY priority DESC, available_at, seq
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
-UPDATE {{{{jobs}}}} AS j
-SET attempts = j.attempts + 1, reserved_until = %(until)s, lease_token = %(token)s
-FROM picked
-WHERE j.id = picked.id
+))
 RETURNING {_J_COLUMNS}, j.seq"""
 RESERVE_QUEUE = _RESERVE.format(where="queue = %(queue)s AND ")
 RESERVE_ANY = _RESERVE.format(where="")
@@ -178,14 +183,26 @@ WHERE id = ANY(%(ids)s) AND lease_token = %(token)s"""
 EXTEND = """
 UPDATE {jobs} SET reserved_until = %(until)s WHERE id = %(id)s AND lease_token = %(token)s"""
 
-COMPLETE = "DELETE FROM {jobs} WHERE id = %(id)s AND lease_token = %(token)s"
+# Acknowledgements commit asynchronously (synchronous_commit off for this one transaction): the
+# server answers before the WAL reaches disk. Only a crash of the database server itself within
+# that moment (about 3 x wal_writer_delay) can undo an acknowledgement, and then the job is still
+# leased to its finished worker, runs again once that lease runs out, and is acknowledged again:
+# at-least-once delivery already allows that (a worker can always die between finishing a job and
+# acknowledging it). Nothing pushed is ever lost this way, and no two workers run a job at once:
+# pushes, reservations, extensions, releases and failures all commit synchronously. The next
+# synchronous commit on the server flushes every earlier acknowledgement with it.
+_ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+
+COMPLETE = f"""
+DELETE FROM {{jobs}}
+WHERE id = %(id)s AND lease_token = %(token)s AND {_ASYNC_COMMIT}"""
 
 # Several acknowledgements in one statement; each row is fenced by its own (id, token) pair and
 # RETURNING says which were still held.
-COMPLETE_MANY = """
-DELETE FROM {jobs} AS j
+COMPLETE_MANY = f"""
+DELETE FROM {{jobs}} AS j
 USING unnest(%(ids)s::text[], %(tokens)s::text[]) AS done(id, token)
-WHERE j.id = done.id AND j.lease_token = done.token
+WHERE j.id = done.id AND j.lease_token = done.token AND {_ASYNC_COMMIT}
 RETURNING j.id"""
 
 # Back to waiting, with the attempts the worker gives and its error (NULL keeps the last one).
@@ -237,7 +254,7 @@ WITH moved AS (
     ON CONFLICT DO NOTHING
     RETURNING id, queue
 ), gone AS (
-    DELETE FROM {{{{failed}}}} WHERE id IN (SELECT id FROM moved) RETURNING id
+    DELETE FROM {{{{failed}}}} WHERE id = ANY(ARRAY(SELECT id FROM moved)) RETURNING id
 ), woken AS (
     SELECT pg_notify(%(channel)s, queue) FROM (SELECT DISTINCT queue FROM moved) AS due
 )
@@ -296,6 +313,8 @@ class PostgresStatements:
     push: bytes
     push_notify: bytes
     push_many: bytes
+    copy_jobs: bytes
+    notify_queues: bytes
     reserve_queue: bytes
     reserve_any: bytes
     unreserve: bytes
@@ -350,6 +369,8 @@ class PostgresStatements:
             push=fill(PUSH),
             push_notify=fill(PUSH_NOTIFY),
             push_many=fill(PUSH_MANY),
+            copy_jobs=fill(COPY_JOBS),
+            notify_queues=fill(NOTIFY_QUEUES),
             reserve_queue=fill(RESERVE_QUEUE),
             reserve_any=fill(RESERVE_ANY),
             unreserve=fill(UNRESERVE),

@@ -1,0 +1,485 @@
+"""Benchmark of the database driver on PostgreSQL, beside pgbench, pgqueuer and procrastinate.
+
+In one run, on the server at ``QUEUEKIT_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``):
+
+- pgbench's single-client INSERT rate: ``pgbench -c 1 -M prepared`` inserting one ~300-byte row
+  per transaction into a scratch table with a bigserial primary key (measured before and after
+  queuekit's one-by-one dispatch, the mean is the reference). Without a ``pgbench`` binary, a
+  sequential INSERT-per-transaction loop with psycopg stands in, and the table says so.
+- queuekit: dispatch N no-op jobs one by one (``QueueManager.dispatch``) and in batches of 1,000
+  (``dispatch_batch``); drain each lot with one worker process at concurrency 1 and 10.
+- pgqueuer (asyncpg driver): ``enqueue`` one by one and in batches of 1,000; drain with its
+  consumer at ``batch_size`` 1 and at its default 10 (``mode=drain``).
+- procrastinate (psycopg): ``defer_async`` one by one, ``batch_defer_async`` of 1,000; drain with
+  ``run_worker_async(wait=False)`` at concurrency 1 and 10.
+
+Drain time is measured inside the worker process, from the start of its run to its return, so
+process start-up is not counted. Every system gets tables (or a schema) of its own, dropped at the
+end. Prints one table and the target ratios.
+
+    python benchmarks/bench_postgres.py            # N = 10,000
+    python benchmarks/bench_postgres.py --quick    # N = 1,000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+
+from queuekit import QueueManager
+from queuekit.job import QueueJob
+
+URL = os.environ.get("QUEUEKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+BATCH = 1_000
+ROW_TEXT = "x" * 300  # about the size of a queuekit job row
+
+
+class Noop(QueueJob):
+    """The job queuekit dispatches: it does nothing."""
+
+    job_name: ClassVar[str] = "bench.postgres.noop"
+
+    async def handle(self) -> None:
+        return None
+
+
+@dataclass
+class Row:
+    """One measured line of the table."""
+
+    system: str
+    operation: str
+    jobs: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Jobs (or transactions) per second."""
+        return self.jobs / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _run_json(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run this script as a sub-command; return the JSON it printed last."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise RuntimeError(f"{args[0]} failed: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _sql(statement: str) -> None:
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+# -- the single-client INSERT reference ----------------------------------------------------------
+
+
+def insert_reference(seconds: float) -> Row:
+    """pgbench's single-client INSERT rate (or a psycopg loop where pgbench is missing)."""
+    table = f"bench_insert_{uuid.uuid4().hex[:8]}"
+    _sql(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text NOT NULL)")
+    try:
+        pgbench = shutil.which("pgbench")
+        if pgbench is None:
+            return _insert_loop(table, seconds)
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+            script.write(f"INSERT INTO {table} (payload) VALUES ('{ROW_TEXT}');\n")
+        try:
+            out = subprocess.run(
+                [pgbench, "-n", "-c", "1", "-j", "1", "-M", "prepared", "-T", str(max(1, round(seconds))), "-f", script.name, URL],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+                check=True,
+            )
+        finally:
+            os.unlink(script.name)
+        tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+        return Row("pgbench", "INSERT, 1 client", round(tps * seconds), seconds)
+    finally:
+        _sql(f"DROP TABLE {table}")
+
+
+async def _async_insert_loop(table: str, seconds: float) -> Row:
+    """The same INSERT from a sequential psycopg AsyncConnection loop: the Python client floor."""
+    async with await psycopg.AsyncConnection.connect(URL, autocommit=True) as conn:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            await conn.execute(f"INSERT INTO {table} (payload) VALUES (%s)", [ROW_TEXT])  # type: ignore[arg-type]
+            count += 1
+        return Row("psycopg async", "INSERT, 1 client", count, time.perf_counter() - started)
+
+
+def client_floor(seconds: float) -> Row:
+    """A psycopg async INSERT loop on a scratch table (what any asyncio client pays per job)."""
+    table = f"bench_insert_{uuid.uuid4().hex[:8]}"
+    _sql(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text NOT NULL)")
+    try:
+        return asyncio.run(_async_insert_loop(table, seconds))
+    finally:
+        _sql(f"DROP TABLE {table}")
+
+
+def _insert_loop(table: str, seconds: float) -> Row:
+    with psycopg.connect(URL, autocommit=True) as conn:
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            conn.execute(f"INSERT INTO {table} (payload) VALUES (%s)", [ROW_TEXT])  # type: ignore[arg-type]
+            count += 1
+        return Row("psycopg loop", "INSERT, 1 client", count, time.perf_counter() - started)
+
+
+# -- queuekit ------------------------------------------------------------------------------------
+
+
+def _queuekit_config(table: str) -> dict[str, Any]:
+    options = {"url": URL, "table": table, "failed_table": f"{table}_failed"}
+    return {"queue": {"driver": "database", "database": options}}
+
+
+async def _queuekit_dispatch(config: dict[str, Any], n: int, batch: bool) -> float:
+    async with QueueManager(config) as manager:
+        jobs = [Noop() for _ in range(n)]
+        started = time.perf_counter()
+        if batch:
+            for start in range(0, n, BATCH):
+                await manager.dispatch_batch(jobs[start : start + BATCH])
+        else:
+            for job in jobs:
+                await manager.dispatch(job)
+        return time.perf_counter() - started
+
+
+async def _queuekit_worker(config: dict[str, Any], n: int, concurrency: int) -> None:
+    async with QueueManager(config) as manager:
+        started = time.perf_counter()
+        summary = await manager.start_worker(max_jobs=n, concurrency=concurrency)
+        seconds = time.perf_counter() - started
+        left = (await manager.stats(["default"]))["default"]
+    print(json.dumps({"seconds": seconds, "completed": summary.completed, "left": left}))
+
+
+def queuekit_rows(n: int, reference: Callable[[], Row]) -> tuple[list[Row], list[Row]]:
+    """queuekit's rows, and the INSERT reference measured before and after one-by-one dispatch."""
+    table = f"bench_qk_{uuid.uuid4().hex[:8]}"
+    config = _queuekit_config(table)
+
+    def drain(concurrency: int) -> Row:
+        result = _run_json(["--queuekit-worker", json.dumps(config), str(n), str(concurrency)])
+        if result["completed"] != n:
+            raise RuntimeError(f"queuekit worker completed {result['completed']} of {n}: {result}")
+        return Row("queuekit", f"drain c={concurrency}", n, result["seconds"])
+
+    try:
+        references = [reference()]
+        one = asyncio.run(_queuekit_dispatch(config, n, batch=False))
+        references.append(reference())
+        drain_one = drain(1)
+        batch = asyncio.run(_queuekit_dispatch(config, n, batch=True))
+        drain_ten = drain(10)
+    finally:
+        for name in (table, f"{table}_failed"):
+            _sql(f'DROP TABLE IF EXISTS "{name}"')
+        _sql(f"DELETE FROM queuekit_schema WHERE table_name IN ('{table}', '{table}_failed')")
+    rows = [
+        Row("queuekit", "dispatch 1 by 1", n, one),
+        Row("queuekit", f"dispatch batch {BATCH}", n, batch),
+        drain_one,
+        drain_ten,
+    ]
+    return rows, references
+
+
+# -- pgqueuer ------------------------------------------------------------------------------------
+
+
+async def _pgqueuer_dispatch(n: int) -> dict[str, float]:
+    import asyncpg
+    from pgqueuer.queries import Queries
+
+    conn = await asyncpg.connect(URL)
+    try:
+        queries = Queries.from_asyncpg_connection(conn)
+        await queries.install()
+        started = time.perf_counter()
+        for _ in range(n):
+            await queries.enqueue("noop", None)
+        one = time.perf_counter() - started
+        return {"one": one}
+    finally:
+        await conn.close()
+
+
+async def _pgqueuer_batch(n: int) -> dict[str, float]:
+    import asyncpg
+    from pgqueuer.queries import Queries
+
+    conn = await asyncpg.connect(URL)
+    try:
+        queries = Queries.from_asyncpg_connection(conn)
+        started = time.perf_counter()
+        for start in range(0, n, BATCH):
+            size = min(BATCH, n - start)
+            await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
+        return {"batch": time.perf_counter() - started}
+    finally:
+        await conn.close()
+
+
+async def _pgqueuer_worker(n: int, batch_size: int) -> None:
+    import asyncpg
+    from pgqueuer import PgQueuer
+    from pgqueuer.types import QueueExecutionMode
+
+    conn = await asyncpg.connect(URL)
+    pgq = PgQueuer.from_asyncpg_connection(conn)
+    done = {"n": 0}
+
+    @pgq.entrypoint("noop")
+    async def noop(job: Any) -> None:
+        done["n"] += 1
+
+    started = time.perf_counter()
+    await pgq.run(batch_size=batch_size, mode=QueueExecutionMode.drain)
+    seconds = time.perf_counter() - started
+    await conn.close()
+    print(json.dumps({"seconds": seconds, "completed": done["n"]}))
+
+
+def pgqueuer_rows(n: int) -> list[Row]:
+    """pgqueuer in a schema of its own (``PGQUEUER_SCHEMA``)."""
+    schema = f"bench_pgq_{uuid.uuid4().hex[:8]}"
+    env = {"PGQUEUER_SCHEMA": schema}
+
+    def drain(batch_size: int) -> Row:
+        result = _run_json(["--pgqueuer-worker", str(n), str(batch_size)], env)
+        if result["completed"] != n:
+            raise RuntimeError(f"pgqueuer drained {result['completed']} of {n}")
+        return Row("pgqueuer", f"drain batch_size={batch_size}", n, result["seconds"])
+
+    try:
+        one = _run_json(["--pgqueuer-dispatch", str(n)], env)["one"]
+        drain_one = drain(1)
+        batch = _run_json(["--pgqueuer-batch", str(n)], env)["batch"]
+        drain_ten = drain(10)
+    finally:
+        _sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return [
+        Row("pgqueuer", "dispatch 1 by 1", n, one),
+        Row("pgqueuer", f"dispatch batch {BATCH}", n, batch),
+        drain_one,
+        drain_ten,
+    ]
+
+
+# -- procrastinate -------------------------------------------------------------------------------
+
+
+def _procrastinate_app(schema: str) -> Any:
+    import procrastinate
+
+    connector = procrastinate.PsycopgConnector(
+        conninfo=URL, kwargs={"options": f"-c search_path={schema}"}
+    )
+    app = procrastinate.App(connector=connector)
+
+    @app.task(name="noop")
+    async def noop() -> None:
+        return None
+
+    return app, noop
+
+
+async def _procrastinate_dispatch(schema: str, n: int, batch: bool, install: bool) -> None:
+    app, noop = _procrastinate_app(schema)
+    async with app.open_async():
+        if install:
+            await app.schema_manager.apply_schema_async()
+        started = time.perf_counter()
+        if batch:
+            for start in range(0, n, BATCH):
+                await noop.batch_defer_async(*({} for _ in range(min(BATCH, n - start))))
+        else:
+            for _ in range(n):
+                await noop.defer_async()
+        print(json.dumps({"seconds": time.perf_counter() - started}))
+
+
+async def _procrastinate_worker(schema: str, n: int, concurrency: int) -> None:
+    app, _ = _procrastinate_app(schema)
+    async with app.open_async():
+        started = time.perf_counter()
+        await app.run_worker_async(
+            concurrency=concurrency, wait=False, install_signal_handlers=False
+        )
+        seconds = time.perf_counter() - started
+        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            cur = await conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+            )
+            (succeeded,) = await cur.fetchone()
+            await conn.execute("DELETE FROM procrastinate_jobs")
+    print(json.dumps({"seconds": seconds, "completed": succeeded}))
+
+
+def procrastinate_rows(n: int) -> list[Row]:
+    """procrastinate in a schema of its own (``search_path``)."""
+    schema = f"bench_proc_{uuid.uuid4().hex[:8]}"
+    _sql(f"CREATE SCHEMA {schema}")
+
+    def dispatch(batch: bool, install: bool) -> float:
+        args = [schema, str(n), str(int(batch)), str(int(install))]
+        return _run_json(["--procrastinate-dispatch", *args])["seconds"]
+
+    def drain(concurrency: int) -> Row:
+        result = _run_json(["--procrastinate-worker", schema, str(n), str(concurrency)])
+        if result["completed"] != n:
+            raise RuntimeError(f"procrastinate drained {result['completed']} of {n}")
+        return Row("procrastinate", f"drain c={concurrency}", n, result["seconds"])
+
+    try:
+        one = dispatch(batch=False, install=True)
+        drain_one = drain(1)
+        batch = dispatch(batch=True, install=False)
+        drain_ten = drain(10)
+    finally:
+        _sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    return [
+        Row("procrastinate", "dispatch 1 by 1", n, one),
+        Row("procrastinate", f"dispatch batch {BATCH}", n, batch),
+        drain_one,
+        drain_ten,
+    ]
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def print_table(rows: list[Row], reference: Row, references: list[Row]) -> None:
+    """Print every row, then the target ratios."""
+    header = f"{'system':<14} {'operation':<22} {'jobs':>7} {'seconds':>8} {'per second':>11}"
+    print(header)
+    print("-" * len(header))
+    for r in [*references[:2], reference, *references[2:], *rows]:
+        print(f"{r.system:<14} {r.operation:<22} {r.jobs:>7} {r.seconds:>8.3f} {r.rate:>11.0f}")
+
+    def rate(system: str, operation: str) -> float | None:
+        return next((r.rate for r in rows if (r.system, r.operation) == (system, operation)), None)
+
+    print()
+    print(
+        f"reference: {reference.system} {reference.operation}, mean of the runs before and "
+        "after queuekit's one-by-one dispatch"
+    )
+    floor = next((r.rate for r in references if r.system == "psycopg async"), None)
+    targets = [
+        (
+            "dispatch 1 by 1 vs single-client INSERT",
+            rate("queuekit", "dispatch 1 by 1"),
+            reference.rate,
+            0.9,
+        ),
+        ("  psycopg async INSERT loop vs the same", floor, reference.rate, None),
+        (
+            f"dispatch batch {BATCH} vs pgqueuer",
+            rate("queuekit", f"dispatch batch {BATCH}"),
+            rate("pgqueuer", f"dispatch batch {BATCH}"),
+            2.0,
+        ),
+        (
+            "drain c=10 vs pgqueuer (batch_size=10)",
+            rate("queuekit", "drain c=10"),
+            rate("pgqueuer", "drain batch_size=10"),
+            2.0,
+        ),
+        (
+            "drain c=1 vs pgqueuer (batch_size=1)",
+            rate("queuekit", "drain c=1"),
+            rate("pgqueuer", "drain batch_size=1"),
+            None,
+        ),
+    ]
+    for label, ours, theirs, target in targets:
+        if ours is None or not theirs:
+            print(f"{label:<42} n/a")
+            continue
+        ratio = ours / theirs
+        verdict = (
+            ""
+            if target is None
+            else f"  target >= {target:g}x: " + ("met" if ratio >= target else "NOT met")
+        )
+        print(f"{label:<42} {ratio:6.2f}x{verdict}")
+
+
+def main() -> None:
+    """Parse arguments and run every system (or serve as one of the sub-commands)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1,000 instead of 10,000")
+    parser.add_argument("-n", type=int, default=None, help="jobs per measurement")
+    parser.add_argument("--insert-seconds", type=float, default=None, help="pgbench run length")
+    parser.add_argument("--skip-peers", action="store_true", help="queuekit and pgbench only")
+    parser.add_argument("--queuekit-worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--pgqueuer-dispatch", help=argparse.SUPPRESS)
+    parser.add_argument("--pgqueuer-batch", help=argparse.SUPPRESS)
+    parser.add_argument("--pgqueuer-worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--procrastinate-dispatch", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--procrastinate-worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.queuekit_worker:
+        config, n, concurrency = args.queuekit_worker
+        asyncio.run(_queuekit_worker(json.loads(config), int(n), int(concurrency)))
+    elif args.pgqueuer_dispatch:
+        print(json.dumps(asyncio.run(_pgqueuer_dispatch(int(args.pgqueuer_dispatch)))))
+    elif args.pgqueuer_batch:
+        print(json.dumps(asyncio.run(_pgqueuer_batch(int(args.pgqueuer_batch)))))
+    elif args.pgqueuer_worker:
+        asyncio.run(_pgqueuer_worker(*map(int, args.pgqueuer_worker)))
+    elif args.procrastinate_dispatch:
+        schema, n, batch, install = args.procrastinate_dispatch
+        asyncio.run(_procrastinate_dispatch(schema, int(n), batch == "1", install == "1"))
+    elif args.procrastinate_worker:
+        schema, n, concurrency = args.procrastinate_worker
+        asyncio.run(_procrastinate_worker(schema, int(n), int(concurrency)))
+    else:
+        n = args.n or (1_000 if args.quick else 10_000)
+        seconds = args.insert_seconds or (3.0 if args.quick else 10.0)
+        rows, references = queuekit_rows(n, lambda: insert_reference(seconds))
+        total = sum(r.seconds for r in references)
+        reference = Row(
+            references[0].system, "INSERT, 1 client (mean)", sum(r.jobs for r in references), total
+        )
+        references.append(client_floor(seconds / 2))
+        if not args.skip_peers:
+            for peer in (pgqueuer_rows, procrastinate_rows):
+                try:
+                    rows += peer(n)
+                except Exception as e:  # a missing peer must not hide the other figures
+                    print(f"{peer.__name__}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+        print_table(rows, reference, references)
+
+
+if __name__ == "__main__":
+    main()
