@@ -1,0 +1,514 @@
+"""``RedisDriver``: a distributed queue on Redis, shared by any number of workers and machines.
+
+Every state change that touches more than one key is one Lua script (``redis_scripts``), so a
+client that dies between two commands can never lose or duplicate a job. Keys of one queue share
+a hash tag, so the driver runs on Redis Cluster. Idle workers block on a per-queue wake-up list
+and start a dispatched job within milliseconds; delayed jobs and expired leases are moved by
+whichever worker reserves next (no janitor process). See ``docs/drivers/redis.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..clock import new_token, now
+from ..config import parse_options
+from ..errors import ConfigError, CorruptStoreError, PayloadError
+from ..record import JobRecord
+from . import redis_scripts as lua
+from .base import Capability, QueueDriver, QueueStats
+from .redis_connection import ClientTransport, NativeTransport, RedisAddress, RedisTransport
+
+__all__ = ["RedisDriver", "RedisOptions"]
+
+log = logging.getLogger("queuekit.drivers.redis")
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_NOTIFY = lua.KEY_NAMES.index("notify")
+_JOBS = lua.KEY_NAMES.index("jobs")
+# Orders jobs of equal priority and available_at by push; only ties within one microsecond
+# need it, and those are only ordered within one process (across processes there is no order).
+_push_seq = itertools.count()
+_CHUNK = 1000  # jobs per script run in bulk maintenance, bounding how long Redis is busy
+_REFRESH_QUEUES = 1.0  # seconds a worker on every queue trusts its list of queue names
+
+
+class RedisOptions(BaseModel):
+    """Options of the ``queue.redis`` section.
+
+    ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; password and database number
+    come through the URL) or ``connection``, the name of one of ``connections`` (a map of
+    names to URLs; the name ``default`` falls back to ``url``). ``queue`` is the queue a worker
+    on every queue watches even before anything was pushed. ``retry_after`` is the lease in
+    seconds; ``prefix`` starts every key; ``block_for`` bounds one blocking wait (seconds).
+    ``cluster`` uses redis-py's ``RedisCluster`` client for a Redis Cluster.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    connection: str | None = None
+    connections: dict[str, str] = Field(default_factory=dict)
+    queue: str = Field("default", min_length=1)
+    retry_after: float = Field(90.0, gt=0)
+    prefix: str = Field("queuekit", min_length=1)
+    block_for: float = Field(5.0, gt=0)
+    cluster: bool = False
+    connect_timeout: float = Field(5.0, gt=0)
+    socket_timeout: float = Field(10.0, gt=0)
+
+    def resolved_url(self) -> str:
+        """The URL to connect to; ``ConfigError`` for a connection name that is not defined."""
+        name = self.connection
+        if name is not None and name in self.connections:
+            return self.connections[name]
+        if name is not None and name != "default":
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise ConfigError(
+                f"queue.redis.connection: unknown connection {name!r}; "
+                f"queue.redis.connections defines: {known}"
+            )
+        return self.url or DEFAULT_URL
+
+
+class RedisDriver(QueueDriver):
+    """Redis driver: leases, priorities, delays, atomic batches and blocking waits.
+
+    Example::
+
+        driver = RedisDriver({"url": "redis://127.0.0.1:6379/0", "retry_after": 90})
+        await driver.connect()
+
+    ``client`` injects a redis-py compatible asyncio client (``redis.asyncio.Redis``,
+    ``RedisCluster``, ``fakeredis.FakeAsyncRedis``) instead of the driver's own connection; the
+    caller keeps owning it.
+    """
+
+    name = "redis"
+    capabilities = (
+        Capability.PRIORITY
+        | Capability.DELAY
+        | Capability.ATOMIC_BATCH
+        | Capability.BLOCKING_WAIT
+        | Capability.PERSISTENT
+    )
+
+    def __init__(self, options: dict[str, Any] | None = None, *, client: Any = None) -> None:
+        self.options = parse_options(RedisOptions, options or {}, "queue.redis")
+        self.default_lease = self.options.retry_after
+        self.prefix = self.options.prefix
+        self._address = RedisAddress.parse(self.options.resolved_url())
+        self._client = client
+        self._transport: RedisTransport | None = None
+        self._closed = False
+        self._keys: dict[str, list[str]] = {}
+        self._registered: set[str] = set()
+        self._all_queues: list[str] = []
+        self._all_read_at = float("-inf")
+
+    @property
+    def description(self) -> str:
+        """The server this driver talks to, for messages (no password)."""
+        return self._t().description
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _t(self) -> RedisTransport:
+        if self._transport is None:
+            if self._client is not None:
+                self._transport = ClientTransport(self._client)
+            elif self.options.cluster:
+                from redis.asyncio.cluster import RedisCluster
+
+                client = RedisCluster.from_url(self.options.resolved_url())
+                self._transport = ClientTransport(
+                    client, owned=True, description=self._address.description
+                )
+            else:
+                self._transport = NativeTransport(
+                    self._address,
+                    connect_timeout=self.options.connect_timeout,
+                    reply_timeout=self.options.socket_timeout,
+                )
+        return self._transport
+
+    async def connect(self) -> None:
+        """Connect and load the scripts; ``DriverError`` names the server if it is unreachable."""
+        await self._t().execute("PING")
+
+    async def close(self) -> None:
+        """Close the driver's connections (an injected client stays open)."""
+        if self._transport is not None:
+            await self._transport.close()
+
+    def _keys_of(self, queue: str) -> list[str]:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = lua.queue_keys(self.prefix, queue)
+        return keys
+
+    async def _register(self, queues: Sequence[str]) -> None:
+        # Before the push itself, so a worker on every queue never misses a queue with jobs.
+        new = [q for q in dict.fromkeys(queues) if q not in self._registered]
+        if new:
+            await self._t().execute("SADD", lua.queues_key(self.prefix), *new)
+            self._registered.update(new)
+
+    async def _known_queues(self) -> list[str]:
+        members = await self._t().execute("SMEMBERS", lua.queues_key(self.prefix))
+        return sorted(_text(m) for m in members)
+
+    # -- storing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _placement(record: JobRecord, at: float) -> list[str]:
+        """-priority, the ready member, and available_at if delayed, else '' (redis_scripts)."""
+        member = lua.rank(record.available_at, next(_push_seq), record.attempts) + record.id
+        delayed = repr(record.available_at) if record.available_at > at else ""
+        return [str(-record.priority), member, delayed]
+
+    @staticmethod
+    def _body(record: JobRecord) -> str:
+        try:
+            return record.dumps()
+        except (TypeError, ValueError) as e:
+            raise PayloadError(
+                f"record {record.id} of job type {record.job_name!r} cannot be stored as JSON: {e}"
+            ) from e
+
+    def _store_args(self, record: JobRecord, at: float) -> list[Any]:
+        return [record.id, self._body(record), *self._placement(record, at)]
+
+    async def push(self, record: JobRecord, **options: Any) -> bool:
+        args = self._store_args(record, now())
+        if record.queue not in self._registered:
+            await self._register([record.queue])
+        # 0 means the id was already stored: a replay of a push whose reply was lost.
+        await self._t().run_script(lua.PUSH, self._keys_of(record.queue), args)
+        return True
+
+    async def push_many(self, records: Sequence[JobRecord], **options: Any) -> None:
+        if not records:
+            return
+        at = now()
+        prepared = [(r.queue, self._store_args(r, at)) for r in records]  # may raise: none stored
+        await self._register([queue for queue, _ in prepared])
+        queues = list(dict.fromkeys(queue for queue, _ in prepared))
+        # One script for every queue makes the batch atomic; on a cluster a script may only name
+        # one slot, so there the batch is atomic per queue.
+        groups = [[q] for q in queues] if self._t().cluster else [queues]
+        calls = []
+        for group in groups:
+            index = {q: i for i, q in enumerate(group)}
+            keys = [k for q in group for k in self._keys_of(q)]
+            args: list[Any] = [0]
+            for queue, stored in prepared:
+                if queue in index:
+                    args += [index[queue], *stored]
+                    args[0] += 1
+            calls.append((lua.PUSH_MANY, keys, args))
+        await self._t().run_scripts(calls)
+
+    # -- reserving -------------------------------------------------------------------------
+
+    async def reserve(
+        self, queues: Sequence[str] | None, *, lease: float, wait: float = 0.0
+    ) -> JobRecord | None:
+        records = await self.reserve_many(queues, lease=lease, limit=1, wait=wait)
+        return records[0] if records else None
+
+    async def reserve_many(
+        self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
+    ) -> list[JobRecord]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        best = queues is None
+        names = await self._watched(queues)
+        records, next_due = await self._take(names, best, lease, limit)
+        while not records:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            timeout = min(remaining, self.options.block_for)
+            if next_due is not None:
+                timeout = min(timeout, next_due - now())
+            if timeout < 0.002:  # shorter than Redis can block for: just look again
+                records, next_due = await self._take(names, best, lease, limit)
+            elif len(names) == 1 or not self._t().cluster:
+                records, next_due = await self._wait_and_take(names, best, lease, limit, timeout)
+            else:
+                await self._t().block([self._keys_of(q)[_NOTIFY] for q in names], timeout)
+                records, next_due = await self._take(names, best, lease, limit)
+            if not records and best:
+                names = await self._watched(queues)
+        return records
+
+    async def _watched(self, queues: Sequence[str] | None) -> list[str]:
+        if queues is not None:
+            return list(dict.fromkeys(queues))
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._all_read_at > _REFRESH_QUEUES:
+            self._all_queues = await self._known_queues()
+            self._all_read_at = loop.time()
+        return sorted({*self._all_queues, self.options.queue})
+
+    def _reserve_args(
+        self, names: list[str], best: bool, lease: float, limit: int, *, server_clock: bool
+    ) -> tuple[list[str], list[Any]]:
+        keys = [k for q in names for k in self._keys_of(q)]
+        at = "" if server_clock else repr(now())
+        mode = "best" if best else "order"
+        return keys, [at, repr(lease), limit, mode, new_token() + "-"]
+
+    async def _take(
+        self, names: list[str], best: bool, lease: float, limit: int
+    ) -> tuple[list[JobRecord], float | None]:
+        """Lease up to ``limit`` jobs; with none, also the next instant work becomes due."""
+        # On a cluster a script may name one slot only: one reservation per queue, in order.
+        groups = [[q] for q in names] if self._t().cluster else [names]
+        records: list[JobRecord] = []
+        next_due: float | None = None
+        for group in groups:
+            keys, args = self._reserve_args(
+                group, best, lease, limit - len(records), server_clock=False
+            )
+            reply = await self._t().run_script(lua.RESERVE, keys, args)
+            found, due = await self._leased(group, reply)
+            records += found
+            if due is not None:
+                next_due = due if next_due is None else min(next_due, due)
+            if len(records) >= limit:
+                break
+        return records, next_due
+
+    async def _wait_and_take(
+        self, names: list[str], best: bool, lease: float, limit: int, timeout: float
+    ) -> tuple[list[JobRecord], float | None]:
+        """Block for a wake-up token, then reserve (one round trip on the native connection).
+
+        The reservation waits behind the blocking pop on the server, so it reads the server's
+        clock: the client cannot know when the wait will end.
+        """
+        keys, args = self._reserve_args(names, best, lease, limit, server_clock=True)
+        notify = [self._keys_of(q)[_NOTIFY] for q in names]
+        reply = await self._t().block_then_run(notify, timeout, lua.RESERVE, keys, args)
+        return await self._leased(names, reply)
+
+    async def _leased(
+        self, names: list[str], reply: list[Any]
+    ) -> tuple[list[JobRecord], float | None]:
+        """Records from a RESERVE reply, and its next due instant."""
+        next_due = float(reply[0]) if reply[0] else None
+        until = float(reply[1])
+        records = []
+        for i in range(2, len(reply), 5):
+            queue, job_id, body, attempts, token = reply[i : i + 5]
+            token = _text(token)
+            record = await self._decode(names[int(queue)], _text(job_id), body, token)
+            if record is not None:
+                record.attempts = int(attempts)
+                record.lease_token = token
+                record.reserved_until = until
+                records.append(record)
+        return records, next_due
+
+    async def _decode(self, queue: str, job_id: str, body: Any, token: str) -> JobRecord | None:
+        """Parse a leased record; a corrupt one goes to the failed set unchanged, loudly."""
+        keys = self._keys_of(queue)
+        source = f"Redis {self.description} key {keys[_JOBS]} field {job_id}"
+        try:
+            return JobRecord.loads(body, source=source)
+        except CorruptStoreError as e:
+            # Its bytes are written back as they were (never "repaired"), so a person can
+            # inspect them with HGET; the other jobs of this reservation carry on.
+            log.error("queuekit: %s; moved to the failed set unchanged", e)
+            args = [job_id, token, body, repr(now())]
+            await self._t().run_script(lua.FAIL, keys, args)
+            return None
+
+    # -- settling a lease ------------------------------------------------------------------
+
+    async def extend(self, record: JobRecord, *, lease: float) -> bool:
+        if record.lease_token is None:
+            return False
+        until = now() + lease
+        args = [record.id, record.lease_token, repr(until)]
+        if not await self._t().run_script(lua.EXTEND, self._keys_of(record.queue), args):
+            return False
+        record.reserved_until = until
+        return True
+
+    async def complete(self, record: JobRecord) -> bool:
+        if record.lease_token is None:
+            return False
+        args = [record.id, record.lease_token]
+        flags = await self._t().run_script(lua.COMPLETE, self._keys_of(record.queue), args)
+        return bool(flags[0])
+
+    async def complete_many(self, records: Sequence[JobRecord]) -> list[bool]:
+        by_queue: dict[str, list[int]] = {}
+        for i, record in enumerate(records):
+            if record.lease_token is not None:
+                by_queue.setdefault(record.queue, []).append(i)
+        calls = []
+        for queue, indexes in by_queue.items():
+            args = [a for i in indexes for a in (records[i].id, records[i].lease_token)]
+            calls.append((lua.COMPLETE, self._keys_of(queue), args))
+        done = [False] * len(records)
+        if calls:
+            replies = await self._t().run_scripts(calls)
+            for indexes, flags in zip(by_queue.values(), replies, strict=True):
+                for i, flag in zip(indexes, flags, strict=True):
+                    done[i] = bool(flag)
+        return done
+
+    async def release(
+        self, record: JobRecord, *, delay: float = 0.0, error: str | None = None
+    ) -> bool:
+        if record.lease_token is None:
+            return False
+        at = now()
+        stored = _unleased(record)
+        stored.available_at = at + delay
+        if error is not None:
+            stored.last_error = error
+        args = [record.id, record.lease_token, self._body(stored), *self._placement(stored, at)]
+        return bool(await self._t().run_script(lua.RELEASE, self._keys_of(record.queue), args))
+
+    async def fail(self, record: JobRecord, error: str) -> bool:
+        if record.lease_token is None:
+            return False
+        stored = _unleased(record)
+        stored.last_error = error
+        stored.failed_at = now()
+        args = [record.id, record.lease_token, self._body(stored), repr(stored.failed_at)]
+        return bool(await self._t().run_script(lua.FAIL, self._keys_of(record.queue), args))
+
+    # -- inspecting and managing -----------------------------------------------------------
+
+    async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
+        names = list(dict.fromkeys(queues)) if queues is not None else await self._known_queues()
+        if not names:
+            return {}
+        at = repr(now())
+        replies = await self._t().run_scripts([(lua.STATS, self._keys_of(q), [at]) for q in names])
+        return {
+            q: {
+                "pending": int(ready) + int(due),
+                "delayed": int(later),
+                "reserved": int(reserved),
+                "failed": int(failed),
+            }
+            for q, (ready, due, later, reserved, failed) in zip(names, replies, strict=True)
+        }
+
+    async def _failed_records(
+        self, names: Sequence[str], args: Sequence[Any]
+    ) -> dict[str, list[JobRecord]]:
+        """Failed records per queue, via FAILED_PAGE with ``args``; corrupt ones are logged."""
+        if not names:
+            return {}
+        replies = await self._t().run_scripts(
+            [(lua.FAILED_PAGE, self._keys_of(q), args) for q in names]
+        )
+        out: dict[str, list[JobRecord]] = {}
+        for queue, reply in zip(names, replies, strict=True):
+            key = self._keys_of(queue)[_JOBS]
+            for i in range(0, len(reply), 2):
+                job_id = _text(reply[i])
+                source = f"Redis {self.description} key {key} field {job_id}"
+                try:
+                    out.setdefault(queue, []).append(JobRecord.loads(reply[i + 1], source=source))
+                except CorruptStoreError as e:
+                    log.error("queuekit: failed job skipped: %s", e)
+        return out
+
+    async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
+        names = [queue] if queue is not None else await self._known_queues()
+        found = await self._failed_records(names, ["page", limit])
+        records = [r for group in found.values() for r in group]
+        records.sort(key=lambda r: (r.failed_at or 0.0, r.id))
+        return records[:limit]
+
+    async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
+        names = await self._known_queues()
+        if ids is not None:
+            moved = 0
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ["ids", *ids[start : start + _CHUNK]]
+                moved += await self._requeue(await self._failed_records(names, chunk))
+            return moved
+        moved = 0
+        while True:
+            batch = await self._failed_records(names, ["page", _CHUNK])
+            count = await self._requeue(batch)
+            moved += count
+            if count == 0 or all(len(group) < _CHUNK for group in batch.values()):
+                return moved
+
+    async def _requeue(self, found: dict[str, list[JobRecord]]) -> int:
+        at = now()
+        calls = []
+        for queue, records in found.items():
+            args: list[Any] = []
+            for record in records:
+                fresh = _unleased(record)
+                fresh.attempts = 0
+                fresh.failed_at = None
+                fresh.available_at = at
+                score, member, _ = self._placement(fresh, at)
+                args += [fresh.id, self._body(fresh), score, member]
+            calls.append((lua.RETRY_FAILED, self._keys_of(queue), args))
+        if not calls:
+            return 0
+        return sum(int(n) for n in await self._t().run_scripts(calls))
+
+    async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
+        names = await self._known_queues()
+        if not names:
+            return 0
+        count = 0
+        if ids is not None:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ["ids", *ids[start : start + _CHUNK]]
+                calls = [(lua.FORGET_FAILED, self._keys_of(q), chunk) for q in names]
+                count += sum(int(n) for n in await self._t().run_scripts(calls))
+            return count
+        for queue in names:
+            while True:
+                n = int(
+                    await self._t().run_script(
+                        lua.FORGET_FAILED, self._keys_of(queue), ["all", _CHUNK]
+                    )
+                )
+                count += n
+                if n < _CHUNK:
+                    break
+        return count
+
+    async def purge(self, queue: str) -> int:
+        count = 0
+        while True:
+            n = int(await self._t().run_script(lua.PURGE, self._keys_of(queue), [_CHUNK]))
+            count += n
+            if n < _CHUNK:
+                return count
+
+
+def _unleased(record: JobRecord) -> JobRecord:
+    """A copy of ``record`` as it is stored when nobody holds it."""
+    stored = record.copy()
+    stored.instance = None
+    stored.reserved_until = None
+    stored.lease_token = None
+    return stored
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
