@@ -17,6 +17,7 @@ Config section ``queue.file``::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import os
@@ -467,7 +468,11 @@ class FileDriver(QueueDriver):
         keys = [r.unique_key for r in records if r.unique_key is not None]
         if keys and (len(set(keys)) != len(keys) or any(k in unique for k in keys)):
             if batch:
-                raise DuplicateJobError("batch holds a unique job that is already pending")
+                taken = sorted({k for k in keys if k in unique or keys.count(k) > 1})
+                raise DuplicateJobError(
+                    f"file queue {self.path}: the batch holds unique keys {taken} that are "
+                    "already pending or repeated; nothing was stored"
+                )
             return False
         self._replica.push([_stored(r) for r in records], now())
         self._write(line)
@@ -521,7 +526,8 @@ class FileDriver(QueueDriver):
         """Sleep until the next poll, or until a push through this driver wakes us."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._waiters.append((loop, future))
+        waiter = (loop, future)
+        self._waiters.append(waiter)
         try:
             async with asyncio.timeout(seconds):
                 await future
@@ -530,6 +536,8 @@ class FileDriver(QueueDriver):
         finally:
             if not future.done():
                 future.cancel()
+            with contextlib.suppress(ValueError):  # already taken by _notify
+                self._waiters.remove(waiter)
 
     def _notify(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -613,10 +621,11 @@ class FileDriver(QueueDriver):
 
     async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
         names = None if queues is None else list(queues)
-        return await self._call(lambda: self._replica.stats(names, now()))
+        # Reads write nothing, so they never wait for an fsync (durable=False).
+        return await self._call(lambda: self._replica.stats(names, now()), durable=False)
 
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
-        return await self._call(self._do_failed, queue, limit)
+        return await self._call(self._do_failed, queue, limit, durable=False)
 
     def _do_failed(self, queue_name: str | None, limit: int) -> list[JobRecord]:
         failed = self._replica.failed.values()

@@ -560,10 +560,12 @@ class IOThread:
                 store.catch_up(self.replica)
                 for call in calls:
                     call.run()
-                if self.lines:
+                wrote = bool(self.lines)
+                if wrote:
                     store.append(b"".join(self.lines))
                 store.maybe_compact(self.replica)
-            if any(call.durable for call in calls):
+            # Outside the lock: other processes go on while this one waits for the disk.
+            if wrote and any(call.durable for call in calls):
                 store.flush()
         except Exception as e:
             store.invalidate()

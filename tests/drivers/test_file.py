@@ -15,7 +15,7 @@ from queuekit import QueueManager
 from queuekit.clock import now
 from queuekit.drivers import file_store
 from queuekit.drivers.file import FileDriver
-from queuekit.errors import ConfigError
+from queuekit.errors import ConfigError, DuplicateJobError
 from queuekit.record import JobRecord
 from queuekit.testing import ContractJob, DriverContract, make_record
 from queuekit.testing.multiprocess import drain_in_processes, kill_mid_job
@@ -100,6 +100,18 @@ async def test_manager_picks_the_driver_by_config(tmp_path: Path) -> None:
     async with QueueManager(config) as manager:
         assert await manager.process() is True
     assert ContractJob.ran == [5]
+
+
+async def test_a_batch_with_a_pending_unique_key_stores_nothing(tmp_path: Path) -> None:
+    driver = await open_file_driver(tmp_path / "jobs.json")
+    try:
+        await driver.push(make_record(1, unique_key="report-7"))
+        batch = [make_record(2), make_record(3, unique_key="report-7"), make_record(4)]
+        with pytest.raises(DuplicateJobError, match="report-7"):
+            await driver.push_many(batch)
+        assert (await driver.stats())["default"]["pending"] == 1
+    finally:
+        await driver.close()
 
 
 # -- restart and on-disk format ----------------------------------------------------------------
