@@ -35,7 +35,9 @@ class SQLiteStatements:
             "meta TEXT NOT NULL)",
             # Reservation order. Leased rows stay in these indexes (a lease changes no indexed
             # column, so taking and renewing one writes no index); a reservation steps over the
-            # few leased rows at the head, and finds expired ones there, in order.
+            # few leased rows at the head, and finds expired ones there, in order. It also steps
+            # over delayed rows of a higher priority than the first due one: cheap while delayed
+            # jobs are few or share the due jobs' priority (they then sort after them).
             f"CREATE INDEX IF NOT EXISTS {t}_order ON {t} (priority DESC, available_at, seq)",
             f"CREATE INDEX IF NOT EXISTS {t}_queue_order ON {t} "
             "(queue, priority DESC, available_at, seq)",
