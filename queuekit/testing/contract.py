@@ -462,9 +462,9 @@ class DriverContract:
         self, driver: QueueDriver, second: QueueDriver
     ) -> None:
         _needs(driver, Capability.PERSISTENT)
+        await self._fail_n(driver, ["default"])
         kept = make_record(1)
         await driver.push(kept)
-        await self._fail_n(driver, ["default"])
         got = await second.reserve(None, lease=LEASE)
         assert got is not None and got.id == kept.id
         assert len(await second.failed()) == 1
