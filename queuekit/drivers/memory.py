@@ -308,7 +308,14 @@ class MemoryDriver(QueueDriver):
 
     async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
         with self._lock:
-            chosen = list(self._failed) if ids is None else [i for i in ids if i in self._failed]
+            chosen = [
+                job_id
+                for job_id in (list(self._failed) if ids is None else ids)
+                if job_id in self._failed
+                # A job whose unique key is pending again stays failed: retrying it would
+                # run the same unique work twice.
+                and self._failed[job_id].unique_key not in self._unique
+            ]
             at = now()
             for job_id in chosen:
                 record = self._failed.pop(job_id)

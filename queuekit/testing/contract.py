@@ -261,6 +261,18 @@ class DriverContract:
         assert (await second.stats(["default"]))["default"]["reserved"] == 1
         assert await second.complete(new) is True
 
+    async def test_complete_after_expiry_succeeds_while_nobody_took_over(
+        self, driver: QueueDriver
+    ) -> None:
+        # The fence is the token, not the clock: a slow worker whose lease ran out may still
+        # settle the job as long as no other worker has reserved it since.
+        await driver.push(make_record())
+        got = await driver.reserve(None, lease=SHORT)
+        assert got is not None
+        await asyncio.sleep(SHORT + 0.2)
+        assert await driver.complete(got) is True
+        assert await driver.reserve(None, lease=LEASE) is None
+
     async def test_extend_keeps_the_lease(self, driver: QueueDriver, second: QueueDriver) -> None:
         await driver.push(make_record())
         got = await driver.reserve(None, lease=SHORT)
@@ -411,6 +423,28 @@ class DriverContract:
             await driver.push_many(batch)
         assert await driver.reserve(None, lease=LEASE) is None
         assert (await driver.stats(["default"]))["default"]["pending"] == 0
+
+    async def test_push_many_with_a_pending_unique_key_is_all_or_nothing(
+        self, driver: QueueDriver
+    ) -> None:
+        _needs(driver, Capability.ATOMIC_BATCH)
+        _needs(driver, Capability.UNIQUE)
+        assert await driver.push(make_record(0, unique_key="taken"))
+        batch = [make_record(1), make_record(2, unique_key="taken"), make_record(3)]
+        with pytest.raises(Exception):  # noqa: B017 - any error, as long as nothing is stored
+            await driver.push_many(batch)
+        assert (await driver.stats(["default"]))["default"]["pending"] == 1
+
+    async def test_retry_failed_keeps_a_job_whose_unique_key_is_pending_again(
+        self, driver: QueueDriver
+    ) -> None:
+        _needs(driver, Capability.UNIQUE)
+        await driver.push(make_record(1, unique_key="k"))
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None and await driver.fail(got, "x")
+        assert await driver.push(make_record(2, unique_key="k")) is True
+        assert await driver.retry_failed() == 0, "retrying would duplicate the pending job"
+        assert [r.id for r in await driver.failed()] == [got.id]
 
     async def test_reserve_many_and_complete_many(self, driver: QueueDriver) -> None:
         t = now()
