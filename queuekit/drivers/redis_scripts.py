@@ -137,15 +137,18 @@ def _script(name: str, body: str) -> LuaScript:
     return LuaScript(name, _PRELUDE + body)
 
 
-#: Store one record; ``ready`` or ``delayed`` by its available_at. KEYS: one queue. ARGV: id,
-#: record JSON, -priority, ready member, available_at if delayed (else ''). HSETNX makes a
-#: replay after a lost reply store nothing twice. Adds a wake-up token (also for a delayed job,
-#: so a blocked worker re-reads the next due instant). Returns 1, or 0 if already stored.
+#: Store one record; ``ready`` or ``delayed`` by its available_at. KEYS: one queue. ARGV:
+#: record JSON, -priority, ready member (which ends in the id), available_at if delayed (else
+#: ''). HSETNX makes a replay after a lost reply store nothing twice. Adds a wake-up token
+#: (also for a delayed job, so a blocked worker re-reads the next due instant).
+#: Returns 1, or 0 if the id was already stored.
 PUSH = _script(
     "push",
     """
-if redis.call('HSETNX', KEYS[JOBS], ARGV[1], ARGV[2]) == 0 then return 0 end
-enqueue(0, ARGV[3], ARGV[4], ARGV[5])
+if redis.call('HSETNX', KEYS[JOBS], string.sub(ARGV[3], RANK + 1), ARGV[1]) == 0 then
+  return 0
+end
+enqueue(0, ARGV[2], ARGV[3], ARGV[4])
 wake(0, 1)
 return 1
 """,
@@ -153,37 +156,38 @@ return 1
 
 #: Store several records, possibly of several queues (KEYS: 6 per queue; only one queue on a
 #: cluster), in one atomic step: all are visible at once or none is. ARGV: count, then per
-#: record queue index (0-based), id, JSON, -priority, ready member, available_at if delayed
-#: (else ''). Every argument is checked by the caller first, so the script cannot stop
-#: half-way. Being atomic, a batch is stored whole or not at all, so a replay after a lost
-#: reply is recognised by its first id alone and stores nothing. Writes go in bulk (one HSET
-#: and one ZADD per queue and thousand jobs). Returns how many were stored.
+#: record queue index (0-based), JSON, -priority, ready member (which ends in the id),
+#: available_at if delayed (else ''). Every argument is checked by the caller first, so the
+#: script cannot stop half-way. Being atomic, a batch is stored whole or not at all, so a
+#: replay after a lost reply is recognised by its first id alone and stores nothing. Writes go
+#: in bulk (one HSET and one ZADD per queue and thousand jobs). Returns how many were stored.
 PUSH_MANY = _script(
     "push_many",
     """
 local n = tonumber(ARGV[1])
-if n == 0 or redis.call('HEXISTS', KEYS[tonumber(ARGV[2]) * 6 + JOBS], ARGV[3]) == 1 then
-  return 0
-end
+if n == 0 then return 0 end
+local first = string.sub(ARGV[5], RANK + 1)
+if redis.call('HEXISTS', KEYS[tonumber(ARGV[2]) * 6 + JOBS], first) == 1 then return 0 end
 local bodies, ready, delayed = {}, {}, {}
 for i = 0, n - 1 do
-  local a = 2 + i * 6
+  local a = 2 + i * 5
   local k = tonumber(ARGV[a]) * 6
   local b = bodies[k]
   if not b then
     b = {}
     bodies[k], ready[k], delayed[k] = b, {}, {}
   end
+  local member = ARGV[a + 3]
+  b[#b + 1] = string.sub(member, RANK + 1)
   b[#b + 1] = ARGV[a + 1]
-  b[#b + 1] = ARGV[a + 2]
-  if ARGV[a + 5] == '' then
+  if ARGV[a + 4] == '' then
     local r = ready[k]
-    r[#r + 1] = ARGV[a + 3]
-    r[#r + 1] = ARGV[a + 4]
+    r[#r + 1] = ARGV[a + 2]
+    r[#r + 1] = member
   else
     local d = delayed[k]
-    d[#d + 1] = ARGV[a + 5]
-    d[#d + 1] = ARGV[a + 3] .. '|' .. ARGV[a + 4]
+    d[#d + 1] = ARGV[a + 4]
+    d[#d + 1] = ARGV[a + 2] .. '|' .. member
   end
 end
 for k, b in pairs(bodies) do
