@@ -449,7 +449,9 @@ class NativeTransport:
     # commands
 
     async def _send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        conn = await self._command_connection()
+        conn = self._main
+        if conn is None or conn.closed:
+            conn = await self._command_connection()
         payload = b"".join(pack_command(c) for c in commands)
         try:
             futures = conn.request(payload, len(commands))

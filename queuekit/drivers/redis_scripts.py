@@ -96,25 +96,28 @@ class LuaScript:
 _PRELUDE = """
 local unpack = unpack or table.unpack
 local JOBS, READY, DELAYED, RESERVED, FAILED, NOTIFY = 1, 2, 3, 4, 5, 6
--- Wake-up tokens are capped: more tokens than idle workers only cause spurious wake-ups, and
--- the cap keeps the list tiny when nobody is listening.
-local NOTIFY_CAP = 64
--- Promotion and reclaim move at most this many jobs per call, bounding the script's run time;
--- the next call moves the rest.
-local BATCH = 1000
 local RANK = 40
+"""
 
--- One wake-up token per new ready job, so each idle worker that wakes has a job to take.
+# Helpers, included only by the scripts that call them: every closure a script defines is built
+# again on every run, and Redis runs these scripts once per job.
+_HELPERS = {
+    "wake": """
+-- One wake-up token per new ready job, so each idle worker that wakes has a job to take. The
+-- list is trimmed back to NOTIFY_CAP once it holds twice that: more tokens than idle workers
+-- only cause spurious wake-ups, and trimming now and then costs less than on every push.
+local NOTIFY_CAP = 64
 local function wake(k, n)
   if n <= 0 then return end
   if n > NOTIFY_CAP then n = NOTIFY_CAP end
   local tokens = {}
   for i = 1, n do tokens[i] = '1' end
-  if redis.call('RPUSH', KEYS[k + NOTIFY], unpack(tokens)) > NOTIFY_CAP then
+  if redis.call('RPUSH', KEYS[k + NOTIFY], unpack(tokens)) > 2 * NOTIFY_CAP then
     redis.call('LTRIM', KEYS[k + NOTIFY], -NOTIFY_CAP, -1)
   end
 end
-
+""",
+    "enqueue": """
 -- Queue a job in ready or, given an available_at (its ``delay_score``), in delayed.
 local function enqueue(k, score, member, delay_score)
   if delay_score == '' then
@@ -123,18 +126,20 @@ local function enqueue(k, score, member, delay_score)
     redis.call('ZADD', KEYS[k + DELAYED], delay_score, score .. '|' .. member)
   end
 end
-
+""",
+    "bulk": """
 -- ``command key item1 item2 ...`` in slices, within the limit of Lua's unpack().
 local function bulk(command, key, items)
   for i = 1, #items, 1000 do
     redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
   end
 end
-"""
+""",
+}
 
 
-def _script(name: str, body: str) -> LuaScript:
-    return LuaScript(name, _PRELUDE + body)
+def _script(name: str, body: str, *helpers: str) -> LuaScript:
+    return LuaScript(name, _PRELUDE + "".join(_HELPERS[h] for h in helpers) + body)
 
 
 #: Store one record; ``ready`` or ``delayed`` by its available_at. KEYS: one queue. ARGV:
@@ -152,6 +157,8 @@ enqueue(0, ARGV[2], ARGV[3], ARGV[4])
 wake(0, 1)
 return 1
 """,
+    "enqueue",
+    "wake",
 )
 
 #: Store several records, possibly of several queues (KEYS: 6 per queue; only one queue on a
@@ -198,6 +205,8 @@ for k, b in pairs(bodies) do
 end
 return n
 """,
+    "bulk",
+    "wake",
 )
 
 #: Lease up to ``limit`` due jobs from one or several queues (KEYS: 6 per queue). First, in
@@ -223,6 +232,7 @@ end
 local deadline = now + tonumber(ARGV[2])
 local limit, mode, token_base = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local nq = #KEYS / 6
+local BATCH = 1000  -- jobs promoted or reclaimed per call, bounding the script's run time
 
 for q = 0, nq - 1 do
   local k = q * 6
@@ -355,6 +365,8 @@ enqueue(0, ARGV[4], ARGV[5], ARGV[6])
 wake(0, 1)
 return 1
 """,
+    "enqueue",
+    "wake",
 )
 
 #: Move a leased job to the failed set: fenced on ARGV token; stores the record JSON (with
@@ -413,6 +425,7 @@ end
 wake(0, moved)
 return moved
 """,
+    "wake",
 )
 
 #: Delete failed jobs of one queue: ARGV 'ids' then ids, or 'all' then a limit (the oldest
