@@ -449,6 +449,26 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         server.kill()
 
 
+async def test_a_silent_server_is_given_up_on_after_socket_timeout(
+    private_redis: PrivateRedis,
+) -> None:
+    driver = RedisDriver({"url": private_redis.url, "socket_timeout": 1, "block_for": 1})
+    await driver.connect()
+    assert private_redis.process is not None
+    private_redis.process.send_signal(signal.SIGSTOP)  # alive, connected, answering nothing
+    try:
+        with pytest.raises(DriverError, match=rf"Redis {private_redis.url}: no reply within 1s"):
+            await asyncio.wait_for(driver.push(make_record()), 30)
+        with pytest.raises(DriverError, match=rf"Redis {private_redis.url}"):
+            await asyncio.wait_for(driver.reserve(["default"], lease=LEASE, wait=0.5), 30)
+    finally:
+        private_redis.process.send_signal(signal.SIGCONT)
+    await driver.push(make_record(7))  # once the server answers again, the driver reconnects
+    got = await driver.reserve(["default"], lease=LEASE)
+    assert got is not None and got.payload == {"n": 7}
+    await driver.close()
+
+
 @pytest.mark.slow
 def test_a_server_killed_mid_drain_loses_nothing_acknowledged(
     private_redis: PrivateRedis, tmp_path: Path
@@ -469,6 +489,16 @@ def test_a_server_killed_mid_drain_loses_nothing_acknowledged(
             probes = [ProbeJob(log_path=str(log_path), sleep=0.002) for _ in range(count)]
             return await manager.dispatch_batch(probes)
 
+    def unfinished(ids: list[str]) -> list[str]:
+        runs, _ = read_log(log_path)
+        return [i for i in ids if not any(end is not None for *_, end in runs.get(i, []))]
+
+    def wait_for(ids: list[str], deadline: float) -> None:
+        while unfinished(ids):
+            assert worker.poll() is None, "the worker must survive the outage"
+            assert time.monotonic() < deadline, "the worker did not resume after the restart"
+            time.sleep(0.05)
+
     ids = asyncio.run(dispatch(400))
     worker = start_worker_process(config, concurrency=2)
     stderr = ""
@@ -477,14 +507,19 @@ def test_a_server_killed_mid_drain_loses_nothing_acknowledged(
         while _count_ends(log_path) < 50:
             assert worker.poll() is None and time.monotonic() < deadline, "worker never started"
             time.sleep(0.01)
+        # 1. Killed while the worker is busy: its acknowledgements and reservations fail.
         private_redis.kill()
         time.sleep(1.0)  # the worker runs into the dead server, logs it and backs off
         private_redis.start()
         ids += asyncio.run(dispatch(100))
-        while _count_ends(log_path) < len(ids) or len(read_log(log_path)[0]) < len(ids):
-            assert worker.poll() is None, "the worker must survive the outage"
-            assert time.monotonic() < deadline + 60, "the worker did not resume after the restart"
-            time.sleep(0.05)
+        wait_for(ids, deadline + 60)
+        # 2. Killed while the worker is idle, blocked in BLPOP.
+        time.sleep(0.5)
+        private_redis.kill()
+        time.sleep(0.5)
+        private_redis.start()
+        later = asyncio.run(dispatch(20))
+        wait_for(later, time.monotonic() + 60)
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -493,7 +528,5 @@ def test_a_server_killed_mid_drain_loses_nothing_acknowledged(
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.communicate(timeout=10)
-    runs, _ = read_log(log_path)
-    unfinished = [i for i in ids if not any(end is not None for *_, end in runs.get(i, []))]
-    assert unfinished == [], "every acknowledged dispatch ran to the end"
+    assert unfinished(ids + later) == [], "every acknowledged dispatch ran to the end"
     assert f"Redis {private_redis.url}" in stderr, "the worker logged the lost server"
