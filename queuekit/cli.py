@@ -506,8 +506,8 @@ def configure_logging(verbose: int, quiet: bool, *, job_events: bool = True) -> 
     """Log the ``queuekit`` logger to stderr: INFO (each job's end), DEBUG with -v, WARNING
     with -q. The application's own loggers show warnings and errors.
 
-    ``job_events=False`` (the demo without -v) hides the per-job lines, which the ``queuekit``
-    logger itself emits, while its child loggers (worker, drivers) still report problems.
+    ``job_events=False`` (the demo without -v) hides the per-job lines of the ``queuekit.jobs``
+    logger, while the other ``queuekit`` loggers (worker, drivers) still report problems.
     """
     logging.basicConfig(
         level=logging.WARNING,
@@ -515,13 +515,9 @@ def configure_logging(verbose: int, quiet: bool, *, job_events: bool = True) -> 
         stream=sys.stderr,
     )
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    root = logging.getLogger("queuekit")
-    if job_events or verbose:
-        root.setLevel(level)
-        return
-    root.setLevel(logging.CRITICAL)
-    for child in ("queuekit.worker", "queuekit.drivers", "queuekit.cli"):
-        logging.getLogger(child).setLevel(logging.WARNING)
+    logging.getLogger("queuekit").setLevel(level)
+    if not (job_events or verbose):
+        logging.getLogger("queuekit.jobs").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

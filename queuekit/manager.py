@@ -73,6 +73,7 @@ class QueueManager:
         self.driver: QueueDriver = driver
         self._runner = self._make_runner(self.hooks)
         self._initialized = False
+        self._init_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._portal = LoopPortal()
         self._workers: set[Worker] = set()
@@ -82,11 +83,18 @@ class QueueManager:
 
     async def init(self) -> QueueManager:
         """Connect the driver (create tables, files, scripts). Safe to call more than once."""
-        if not self._initialized:
-            if self._owns_driver:
-                await self.driver.connect()
-            self._initialized = True
-            self._loop = asyncio.get_running_loop()
+        if self._initialized:
+            return self
+        # Several first calls may race here (dispatch_sync from many threads lands them all on
+        # one loop): the lock makes sure the driver connects once.
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if not self._initialized:
+                if self._owns_driver:
+                    await self.driver.connect()
+                self._loop = asyncio.get_running_loop()
+                self._initialized = True
         return self
 
     async def close(self) -> None:

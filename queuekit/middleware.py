@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["CallbackMiddleware", "Hooks", "LoggingMiddleware", "Middleware", "Outcome"]
 
 log = logging.getLogger("queuekit")
+#: One line per job start (DEBUG), completion (INFO), retry (WARNING) and failure (ERROR).
+job_log = logging.getLogger("queuekit.jobs")
 
 
 class Outcome(StrEnum):
@@ -150,28 +152,36 @@ class CallbackMiddleware(Middleware):
 
 
 class LoggingMiddleware(Middleware):
-    """Logs each job's start, end and failure on the ``queuekit`` logger."""
+    """Logs each job's start, end and failure on the ``queuekit.jobs`` logger."""
 
     def before_job(self, execution: Execution) -> None:
         """Log the start at DEBUG."""
-        if log.isEnabledFor(logging.DEBUG):
+        if job_log.isEnabledFor(logging.DEBUG):
             r = execution.record
-            log.debug("start %s %s (attempt %d)", r.job_name, r.id, r.attempts)
+            job_log.debug("start %s %s (attempt %d)", r.job_name, r.id, r.attempts)
 
     def after_job(self, execution: Execution) -> None:
         """Log the outcome: INFO for completed, WARNING for retried, ERROR for failed."""
         r = execution.record
         outcome = execution.outcome
         if outcome is Outcome.COMPLETED:
-            if log.isEnabledFor(logging.INFO):
-                log.info("done %s %s in %.1f ms", r.job_name, r.id, execution.duration * 1000)
+            if job_log.isEnabledFor(logging.INFO):
+                job_log.info("done %s %s in %.1f ms", r.job_name, r.id, execution.duration * 1000)
         elif outcome is Outcome.FAILED:
-            log.error(
-                "failed %s %s for good: %s", r.job_name, r.id, r.last_error or execution.error
-            )
+            job_log.error("failed %s %s for good: %s", r.job_name, r.id, _headline(execution.error))
         elif outcome is Outcome.RETRIED:
-            log.warning(
-                "retry %s %s after attempt %d: %s", r.job_name, r.id, r.attempts, execution.error
+            job_log.warning(
+                "retry %s %s after attempt %d: %s",
+                r.job_name,
+                r.id,
+                r.attempts,
+                _headline(execution.error),
             )
         else:
-            log.warning("%s %s %s", outcome.value, r.job_name, r.id)
+            job_log.warning("%s %s %s", outcome.value, r.job_name, r.id)
+
+
+def _headline(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

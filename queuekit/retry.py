@@ -53,7 +53,7 @@ class RetryPolicy:
         if self.backoff:
             # Cap the exponent so a job with thousands of retries cannot overflow the float.
             base *= 2.0 ** min(retry - 1, 64)
-        value = max(0.0, min(base, self.max_delay))
+        value = max(0.0, min(base, float(self.max_delay)))
         if self.jitter and value > 0:
             value *= (rng or random).uniform(0.5, 1.0)
         return value

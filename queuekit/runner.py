@@ -51,12 +51,18 @@ class Execution:
 
 
 def describe_error(error: BaseException) -> str:
-    """``Type: message`` and the traceback, bounded, as stored in ``last_error``."""
-    text = "".join(traceback.format_exception(error)).rstrip()
-    head = f"{type(error).__name__}: {error}"
-    if len(text) > _MAX_ERROR_CHARS:
-        text = head + "\n...\n" + text[-(_MAX_ERROR_CHARS - len(head) - 5) :]
-    return text or head
+    """What ``last_error`` stores: a ``Type: message`` first line, then the traceback, bounded.
+
+    The first line alone says what went wrong, for tables and alerts; the traceback is for a
+    person debugging it.
+    """
+    message = str(error).strip()
+    head = type(error).__name__ + (f": {message.splitlines()[0]}" if message else "")
+    trace = "".join(traceback.format_exception(error)).rstrip()
+    room = _MAX_ERROR_CHARS - len(head) - 1
+    if len(trace) > room:
+        trace = "...\n" + trace[-(room - 4) :]
+    return f"{head}\n{trace}"
 
 
 _is_async_cache: dict[type, bool] = {}

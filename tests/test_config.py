@@ -58,3 +58,10 @@ def test_pydantic_model_accepted_and_extra_top_level_keys_ignored() -> None:
 def test_worker_defaults_come_from_config() -> None:
     config = QueueConfig.parse({"queue": {"worker": {"concurrency": 3, "grace": 5}}})
     assert config.queue.worker.concurrency == 3 and config.queue.worker.grace == 5.0
+
+
+def test_memory_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"^queue\.memory\.retry_after: "):
+        QueueManager({"queue": {"memory": {"retry_after": 0}}})
+    with pytest.raises(ConfigError, match=r"^queue\.sync\.colour: "):
+        QueueManager({"queue": {"driver": "sync", "sync": {"colour": "red"}}})

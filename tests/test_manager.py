@@ -191,7 +191,7 @@ class Recording(MemoryDriver):
     name = "recording"
 
     def __init__(self, options: dict[str, Any]) -> None:
-        super().__init__(options)
+        super().__init__({})
         self.options = options
 
 
@@ -272,3 +272,31 @@ async def test_sync_driver_raises_the_last_error_after_retries() -> None:
         assert job.calls == 3 and failed == ["bad #3"]
         assert len(await qm.failed_jobs()) == 1
         assert qm.get_metrics()["total_failed"] == 1
+
+
+class CountingConnects(MemoryDriver):
+    name = "counting-connects"
+    connects = 0
+
+    async def connect(self) -> None:
+        await asyncio.sleep(0.01)  # a real connect yields; the race needs that
+        CountingConnects.connects += 1
+
+
+async def test_concurrent_first_calls_connect_once() -> None:
+    CountingConnects.connects = 0
+    register_driver("counting-connects", CountingConnects)
+    manager = QueueManager({"queue": {"driver": "counting-connects"}})
+    await asyncio.gather(*(manager.dispatch(Plain()) for _ in range(5)))
+    assert CountingConnects.connects == 1
+    await manager.close()
+
+
+async def test_default_reserve_many_takes_up_to_limit() -> None:
+    from queuekit.drivers.base import QueueDriver as Base
+    from queuekit.testing import make_record
+
+    driver = MemoryDriver()
+    await driver.push_many([make_record(i) for i in range(4)])
+    got = await Base.reserve_many(driver, None, lease=30, limit=3)
+    assert [r.payload["n"] for r in got] == [0, 1, 2]

@@ -110,10 +110,16 @@ class QueueDriver(ABC):
     ) -> list[JobRecord]:
         """Lease up to ``limit`` due jobs in one go (one round trip where the backend can).
 
-        Waits up to ``wait`` seconds only while it has found nothing. The default reserves one.
+        Waits up to ``wait`` seconds only while it has found nothing. The default calls
+        ``reserve`` up to ``limit`` times; override it to use one round trip.
         """
-        record = await self.reserve(queues, lease=lease, wait=wait)
-        return [] if record is None else [record]
+        records: list[JobRecord] = []
+        while len(records) < limit:
+            record = await self.reserve(queues, lease=lease, wait=0.0 if records else wait)
+            if record is None:
+                break
+            records.append(record)
+        return records
 
     @abstractmethod
     async def extend(self, record: JobRecord, *, lease: float) -> bool:

@@ -13,7 +13,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..clock import new_token, now
+from ..config import parse_options
 from ..errors import DuplicateJobError
 from ..record import JobRecord
 from .base import Capability, QueueDriver, QueueStats
@@ -22,6 +25,15 @@ __all__ = ["MemoryDriver"]
 
 _ReadyEntry = tuple[int, float, int, JobRecord]  # (-priority, available_at, seq, record)
 _DelayedEntry = tuple[float, int, JobRecord]  # (available_at, seq, record)
+
+
+class MemoryOptions(BaseModel):
+    """Options of the ``memory`` and ``sync`` drivers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Seconds a reserved job stays leased before another worker may take it.
+    retry_after: float = Field(90.0, gt=0)
 
 
 class MemoryDriver(QueueDriver):
@@ -44,8 +56,8 @@ class MemoryDriver(QueueDriver):
     )
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        options = options or {}
-        self.default_lease = float(options.get("retry_after", 90.0))
+        parsed = parse_options(MemoryOptions, options or {}, f"queue.{self.name}")
+        self.default_lease = parsed.retry_after
         # One lock for all state: pushes may come from other threads (dispatch_sync).
         self._lock = threading.Lock()
         self._seq = itertools.count()
