@@ -107,8 +107,10 @@ def insert_reference(seconds: float) -> Row:
         with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
             script.write(f"INSERT INTO {table} (payload) VALUES ('{ROW_TEXT}');\n")
         try:
+            command = [pgbench, "-n", "-c", "1", "-j", "1", "-M", "prepared"]
+            command += ["-T", str(max(1, round(seconds))), "-f", script.name, URL]
             out = subprocess.run(
-                [pgbench, "-n", "-c", "1", "-j", "1", "-M", "prepared", "-T", str(max(1, round(seconds))), "-f", script.name, URL],
+                command,
                 capture_output=True,
                 text=True,
                 timeout=seconds + 60,
