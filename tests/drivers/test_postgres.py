@@ -350,6 +350,34 @@ async def test_notify_wakes_an_idle_reserve_from_another_driver(tables: dict[str
         await pusher.close()
 
 
+async def test_the_listener_reconnects_after_its_connection_is_killed(
+    tables: dict[str, str],
+) -> None:
+    idle = await open_pg(tables, poll_interval=60)
+    pusher = await open_pg(tables)
+    try:
+        # Start listening, then kill the listening session behind the driver's back.
+        assert await idle.reserve(None, lease=LEASE, wait=0.2) is None
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            cur = await conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                [f"queuekit:{tables['table']}:listen"],
+            )
+            assert await cur.fetchone() == (1,)
+        waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=8.0))
+        await asyncio.sleep(1.5)  # the driver notices and listens again (backoff 0.1 s)
+        record = make_record()
+        pushed_at = time.monotonic()
+        await pusher.push(record)
+        got = await asyncio.wait_for(waiting, 15)
+        assert got is not None and got.id == record.id
+        assert time.monotonic() - pushed_at < 5.0, "the NOTIFY after the reconnect was missed"
+    finally:
+        await idle.close()
+        await pusher.close()
+
+
 async def test_a_rolled_back_dispatch_wakes_nobody_up(tables: dict[str, str]) -> None:
     idle = await open_pg(tables, poll_interval=60)
     pusher = await open_pg(tables)

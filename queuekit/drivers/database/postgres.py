@@ -134,6 +134,7 @@ class PostgresDriver(QueueDriver):
         self._channel = channel_name(self.table)
         # Names the driver's sessions in pg_stat_activity, so a DBA can tell them apart.
         self._application_name = f"queuekit:{self.table}"[:63]
+        self._listener_name = f"queuekit:{self.table}:listen"[:63]
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "application_name": self._application_name,
@@ -263,7 +264,10 @@ class PostgresDriver(QueueDriver):
         while True:
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo,
+                    **{**self._connect_kwargs, "application_name": self._listener_name},
+                )
                 await conn.execute(self.sql.listen)
                 self._listen_tried.set()
                 backoff = 0.1
