@@ -146,6 +146,14 @@ class JournalStore:
         finally:
             unlock_descriptor(self._lock_fd)
 
+    def try_lock(self) -> bool:
+        """Take the lock if it is free at once; never waits."""
+        return lock_descriptor(self._lock_fd, blocking=False)
+
+    def unlock(self) -> None:
+        """Let go of a lock taken by ``try_lock``."""
+        unlock_descriptor(self._lock_fd)
+
     # -- following the journal -------------------------------------------------------------
 
     def unchanged(self) -> bool:
@@ -279,15 +287,21 @@ class JournalStore:
             raise DriverError(f"file queue {self.journal_path}: fsync failed ({e})") from e
         self._synced = offset
 
-    def maybe_compact(self, replica: Replica) -> None:
-        """Compact once the journal passed its threshold; a failure is logged, never raised
-        (every operation is still in the journal)."""
+    def compaction_due(self, replica: Replica) -> bool:
+        """True once the journal passed ``max_file_size`` and the size of a fresh snapshot.
+
+        Compaction rewrites every stored job, so it also waits until the journal is as large as
+        their snapshot would be: its cost stays O(1) per operation however many jobs the store
+        holds, and a drained store compacts back to a small snapshot soon.
+        """
         if self._offset < max(self.max_file_size, self._retry_compact_at):
-            return
-        # Compaction rewrites every stored job, so it also waits until the journal is as large
-        # as their snapshot would be: its cost stays O(1) per operation however many jobs the
-        # store holds, and a drained store compacts back to a small snapshot soon.
-        if self._offset < replica.count() * self._record_bytes:
+            return False
+        return self._offset >= replica.count() * self._record_bytes
+
+    def maybe_compact(self, replica: Replica) -> None:
+        """Compact once it is due; a failure is logged, never raised (every operation is still
+        in the journal)."""
+        if not self.compaction_due(replica):
             return
         try:
             self.compact(replica)
@@ -486,6 +500,8 @@ class IOThread:
         self.store = store
         self.replica = replica
         self.lines: list[bytes] = []
+        # Held by the thread for each batch, and by ``try_inline`` on the caller's thread.
+        self._mutex = threading.Lock()
         self._queue: queue.SimpleQueue[_IOCall | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
             target=self._run, name=f"queuekit-file {store.path}", daemon=True
@@ -511,6 +527,34 @@ class IOThread:
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_IOCall(fn, args, loop, future, locked, durable, skip, empty))
         return await future
+
+    def try_inline(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any, bool]:
+        """Run a small write on the caller's thread if nothing there could make it wait.
+
+        Only when the thread is idle, the lock is free at once and no process wrote since the
+        last catch-up: then ``fn`` appends its lines with one write of the page cache and no
+        fsync (the driver uses it only with ``fsync: false``). Returns ``(done, result,
+        compaction_due)``; not done means the caller must use ``call``. ``fn``'s error is raised.
+        """
+        if not self._mutex.acquire(blocking=False):
+            return False, None, False
+        try:
+            if not self.store.try_lock():
+                return False, None, False
+            try:
+                if not self.store.unchanged():
+                    return False, None, False  # lines to catch up on: a read of any size
+                try:
+                    result = fn(*args)
+                    if self.lines:
+                        self.store.append(b"".join(self.lines))
+                finally:
+                    self.lines.clear()
+                return True, result, self.store.compaction_due(self.replica)
+            finally:
+                self.store.unlock()
+        finally:
+            self._mutex.release()
 
     def stop(self) -> None:
         """Let the thread finish the calls already queued, then end."""
@@ -538,16 +582,17 @@ class IOThread:
                 return
 
     def _run_batch(self, batch: list[_IOCall]) -> None:
-        locked = []
-        for call in batch:
-            if not call.locked:
-                call.run()
-            elif call.skip is not None and call.skip():
-                call.result = call.empty
-            else:
-                locked.append(call)
-        if locked:
-            self._run_locked(locked)
+        with self._mutex:
+            locked = []
+            for call in batch:
+                if not call.locked:
+                    call.run()
+                elif call.skip is not None and call.skip():
+                    call.result = call.empty
+                else:
+                    locked.append(call)
+            if locked:
+                self._run_locked(locked)
         for call in batch:
             # A closed loop raises RuntimeError: nobody is waiting for the answer any more.
             with contextlib.suppress(RuntimeError):

@@ -27,17 +27,22 @@ def file_options(path: Path, **extra: Any) -> dict[str, Any]:
 
 
 class TestFileDriver(DriverContract):
+    # Both durability settings: without fsync, pushes take a shorter path (IOThread.try_inline).
+    @pytest.fixture(params=[True, False], ids=["fsync", "no-fsync"])
+    def options(self, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+        return file_options(tmp_path / "jobs.json", fsync=request.param)
+
     @pytest.fixture
-    async def driver(self, tmp_path: Path) -> AsyncIterator[FileDriver]:
-        d = FileDriver(file_options(tmp_path / "jobs.json"))
+    async def driver(self, options: dict[str, Any]) -> AsyncIterator[FileDriver]:
+        d = FileDriver(options)
         await d.connect()
         yield d
         await d.close()
 
     @pytest.fixture
-    def open_driver(self, tmp_path: Path) -> Callable[[], Awaitable[FileDriver]]:
+    def open_driver(self, options: dict[str, Any]) -> Callable[[], Awaitable[FileDriver]]:
         async def _open() -> FileDriver:
-            d = FileDriver(file_options(tmp_path / "jobs.json"))
+            d = FileDriver(options)
             await d.connect()
             return d
 
