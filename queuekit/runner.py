@@ -127,10 +127,19 @@ class JobRunner:
         Never raises for what the job does; a ``CancelledError`` (the worker stopping hard) hands
         the job back to the queue with the attempt uncounted, then propagates.
         """
+        execution = await self.execute(record, execution)
+        return await self.settle(execution)
+
+    async def execute(self, record: JobRecord, execution: Execution | None = None) -> Execution:
+        """First half of ``run``: rebuild the job and run ``handle()``; ``settle`` does the rest.
+
+        A worker may start its next job while the previous one settles (its acknowledgement is
+        then in flight beside the next reservation). Records that cannot run at all (unknown
+        type, bad payload, too many attempts) are settled here already.
+        """
         execution = execution or Execution(record)
         job = await self._rebuild(execution)
         if job is None:
-            await self.hooks.emit("after_job", execution)
             return execution
         if record.attempts > record.max_retries + 1:
             # Reserved more often than its retries allow: earlier attempts died with their worker.
@@ -140,7 +149,6 @@ class JobRunner:
                 "(its worker died or lost the lease)"
             )
             await self._fail(execution)
-            await self.hooks.emit("after_job", execution)
             return execution
 
         job._context = JobContext(
@@ -163,14 +171,20 @@ class JobRunner:
         except Exception as e:
             execution.error = e
         execution.duration = time.perf_counter() - start
+        return execution
 
-        if execution.lease_lost:
-            execution.outcome = Outcome.ABANDONED
-        elif execution.error is None:
-            completed = await self._complete(record)
-            execution.outcome = Outcome.COMPLETED if completed else Outcome.ABANDONED
-        else:
-            await self._settle_error(execution, job)
+    async def settle(self, execution: Execution) -> Execution:
+        """Second half of ``run``: complete, retry or fail the job with the driver, then tell
+        the lifecycle listeners how it ended."""
+        if execution.outcome is None:
+            if execution.lease_lost:
+                execution.outcome = Outcome.ABANDONED
+            elif execution.error is None:
+                completed = await self._complete(execution.record)
+                execution.outcome = Outcome.COMPLETED if completed else Outcome.ABANDONED
+            else:
+                assert execution.job is not None
+                await self._settle_error(execution, execution.job)
         await self.hooks.emit("after_job", execution)
         return execution
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .drivers.base import QueueDriver
+from .drivers.base import Capability, QueueDriver
 from .middleware import Outcome
 from .record import JobRecord
 from .runner import Execution, JobRunner
@@ -110,11 +110,20 @@ class Worker:
         self._running = False
         self._stopping = False
         self._taken = 0
-        self._active: set[asyncio.Task[None]] = set()
+        # A job's task is "running" until handle() returns, then "settling" while its outcome
+        # is written; the slot frees at the switch, so the next reservation overlaps the ack.
+        self._running_tasks: set[asyncio.Task[None]] = set()
+        self._pausing: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
         self._executions: dict[str, Execution] = {}
         self._loop_task: asyncio.Task[WorkerSummary] | None = None
         self._cancelled_by_stop = False
+        self._inline: Execution | None = None
         self._wakeup = asyncio.Event()
+        # Overlapping an acknowledgement with the next reservation pays off when settling is a
+        # round trip to a store; for in-process drivers the extra task would only cost time.
+        self._overlap_acks = Capability.PERSISTENT in driver.capabilities
 
     @property
     def running(self) -> bool:
@@ -154,9 +163,10 @@ class Worker:
         return self.summary
 
     def _cancel_running(self) -> None:
-        for task in self._active:
+        # Only jobs still in handle(): an acknowledgement in flight is left to finish.
+        for task in self._running_tasks:
             task.cancel()
-        if self.options.concurrency == 1 and self._executions and self._loop_task is not None:
+        if self._inline is not None and self._loop_task is not None:
             # With concurrency 1 the job runs inside the loop task itself.
             self._cancelled_by_stop = True
             self._loop_task.cancel()
@@ -203,9 +213,11 @@ class Worker:
             if reason is not None:
                 self.summary.stop_reason = reason
                 return
-            free = concurrency - len(self._active)
-            if free <= 0:
-                await asyncio.wait(self._active, return_when=asyncio.FIRST_COMPLETED)
+            free = concurrency - len(self._running_tasks) - len(self._pausing)
+            if free <= 0 or len(self._settling) >= 2 * concurrency:
+                # Wait for a slot; also bound acknowledgements in flight if the backend lags.
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
                 continue
             if max_jobs is not None:
                 free = min(free, max_jobs - self._taken)
@@ -228,20 +240,65 @@ class Worker:
             for record in records:
                 self._taken += 1
                 if concurrency == 1:
-                    await self._run_one(record)
+                    await self._run_inline(record)
                 else:
-                    task = asyncio.create_task(self._run_one(record))
-                    self._active.add(task)
-                    task.add_done_callback(self._active.discard)
+                    self._running_tasks.add(asyncio.create_task(self._run_one(record)))
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running_tasks.discard(task)
+        self._pausing.discard(task)
+        self._settling.discard(task)
+        self._slot_freed.set()
+
+    async def _run_inline(self, record: JobRecord) -> None:
+        """Concurrency 1: run the job in the loop task itself (no task to create per job)."""
+        execution = Execution(record)
+        self._executions[record.id] = execution
+        self._inline = execution
+        try:
+            await self.runner.execute(record, execution)
+        except asyncio.CancelledError:
+            self._executions.pop(record.id, None)
+            self.summary.count(execution.outcome)
+            raise
+        finally:
+            self._inline = None
+        if self.options.delay:
+            await self._pause(self.options.delay)
+        if self._overlap_acks:
+            task = asyncio.create_task(self._settle(execution))
+            self._settling.add(task)
+            task.add_done_callback(self._done)
+        else:
+            await self._settle(execution)
 
     async def _run_one(self, record: JobRecord) -> None:
+        """Concurrency > 1: run the job in its own task; the slot frees when handle() ends."""
+        task = asyncio.current_task()
+        assert task is not None
+        task.add_done_callback(self._done)
         execution = Execution(record)
         self._executions[record.id] = execution
         try:
-            await self.runner.run(record, execution)
+            await self.runner.execute(record, execution)
         except asyncio.CancelledError:
+            self._executions.pop(record.id, None)
             self.summary.count(execution.outcome)
             raise
+        self._running_tasks.discard(task)  # handle() is over: a hard stop no longer cancels it
+        if self.options.delay:
+            # The slot stays taken while the worker pauses after the job.
+            self._pausing.add(task)
+            await self._pause(self.options.delay)
+            self._pausing.discard(task)
+        self._settling.add(task)
+        self._slot_freed.set()
+        await self._settle(execution)
+
+    async def _settle(self, execution: Execution) -> None:
+        record = execution.record
+        try:
+            await self.runner.settle(execution)
         except Exception as e:
             # The runner settles what the job does; what reaches here is the backend failing
             # while settling. The lease will expire and the job run again: nothing is lost.
@@ -251,8 +308,6 @@ class Worker:
             self.summary.count(execution.outcome)
         finally:
             self._executions.pop(record.id, None)
-        if self.options.delay:
-            await self._pause(self.options.delay)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds`` unless a stop arrives first."""
@@ -269,13 +324,14 @@ class Worker:
         await self._pause(min(0.05 * 2 ** min(consecutive, 10), _MAX_BACKOFF))
 
     async def _drain(self) -> None:
-        if not self._active:
-            return
-        _, pending = await asyncio.wait(set(self._active), timeout=self.options.grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        if self._running_tasks:
+            _, pending = await asyncio.wait(set(self._running_tasks), timeout=self.options.grace)
+            for task in pending:
+                task.cancel()
+        # Every task ends here: cancelled jobs hand themselves back, acks finish.
+        tasks = self._running_tasks | self._pausing | self._settling
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _keep_leases(self) -> None:
         """Renew the lease of every running job about every third of the lease."""
