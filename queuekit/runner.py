@@ -37,7 +37,8 @@ class Execution:
     """One run of one reserved job, as lifecycle hooks see it.
 
     ``job`` is None when the stored job could not be rebuilt. ``duration`` is in seconds.
-    ``lease_lost`` is set by the worker when renewing the lease failed.
+    ``lease_lost`` is set by the worker when renewing the lease failed; ``settling`` is True
+    once ``handle()`` is over and the outcome is being written.
     """
 
     record: JobRecord
@@ -48,6 +49,7 @@ class Execution:
     started: bool = False
     duration: float = 0.0
     lease_lost: bool = False
+    settling: bool = False
 
 
 def describe_error(error: BaseException) -> str:
@@ -176,6 +178,7 @@ class JobRunner:
     async def settle(self, execution: Execution) -> Execution:
         """Second half of ``run``: complete, retry or fail the job with the driver, then tell
         the lifecycle listeners how it ended."""
+        execution.settling = True
         if execution.outcome is None:
             if execution.lease_lost:
                 execution.outcome = Outcome.ABANDONED

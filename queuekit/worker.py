@@ -339,10 +339,13 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             for execution in list(self._executions.values()):
-                if execution.lease_lost or execution.outcome is not None:
+                if execution.lease_lost or execution.settling or execution.outcome is not None:
                     continue
                 try:
-                    if not await self.driver.extend(execution.record, lease=self._lease):
+                    renewed = await self.driver.extend(execution.record, lease=self._lease)
+                    # A job whose ack raced this renewal is done, not lost: only flag jobs
+                    # still inside handle().
+                    if not renewed and not execution.settling:
                         execution.lease_lost = True
                         log.warning(
                             "queuekit: lost the lease of %s %s; its result will be dropped",

@@ -350,10 +350,6 @@ def _encode(op: dict[str, Any]) -> bytes:
     return _ENCODER.encode(op).encode() + b"\n"
 
 
-def _no_op() -> None:
-    return None
-
-
 def _stored(record: JobRecord) -> JobRecord:
     copy = record.copy()
     copy.instance = None
@@ -467,15 +463,8 @@ class FileDriver(QueueDriver):
             self._notify()
 
     async def _push(self, records: list[JobRecord], *, batch: bool) -> bool:
-        if not self.options.fsync and self._io is not None and os.getpid() == self._pid:
-            # Without fsync a push is one short write to the page cache: when nothing could
-            # make it wait (see IOThread.try_inline) it skips the round trip to the I/O thread,
-            # which costs more than the write.
-            done, stored, compact = self._io.try_inline(self._do_push, records, batch)
-            if done:
-                if compact:
-                    await self._call(_no_op)  # the I/O thread compacts after any locked call
-                return bool(stored)
+        # Always through the I/O thread: even an unsynced write can stall on writeback, and the
+        # event loop must never wait for the disk.
         return bool(await self._call(self._do_push, records, batch))
 
     def _do_push(self, records: list[JobRecord], batch: bool) -> bool:

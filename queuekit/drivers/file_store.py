@@ -146,14 +146,6 @@ class JournalStore:
         finally:
             unlock_descriptor(self._lock_fd)
 
-    def try_lock(self) -> bool:
-        """Take the lock if it is free at once; never waits."""
-        return lock_descriptor(self._lock_fd, blocking=False)
-
-    def unlock(self) -> None:
-        """Let go of a lock taken by ``try_lock``."""
-        unlock_descriptor(self._lock_fd)
-
     # -- following the journal -------------------------------------------------------------
 
     def unchanged(self) -> bool:
@@ -500,7 +492,7 @@ class IOThread:
         self.store = store
         self.replica = replica
         self.lines: list[bytes] = []
-        # Held by the thread for each batch, and by ``try_inline`` on the caller's thread.
+        # Held by the thread for each batch.
         self._mutex = threading.Lock()
         self._queue: queue.SimpleQueue[_IOCall | None] = queue.SimpleQueue()
         self._thread = threading.Thread(
@@ -527,34 +519,6 @@ class IOThread:
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_IOCall(fn, args, loop, future, locked, durable, skip, empty))
         return await future
-
-    def try_inline(self, fn: Callable[..., Any], *args: Any) -> tuple[bool, Any, bool]:
-        """Run a small write on the caller's thread if nothing there could make it wait.
-
-        Only when the thread is idle, the lock is free at once and no process wrote since the
-        last catch-up: then ``fn`` appends its lines with one write of the page cache and no
-        fsync (the driver uses it only with ``fsync: false``). Returns ``(done, result,
-        compaction_due)``; not done means the caller must use ``call``. ``fn``'s error is raised.
-        """
-        if not self._mutex.acquire(blocking=False):
-            return False, None, False
-        try:
-            if not self.store.try_lock():
-                return False, None, False
-            try:
-                if not self.store.unchanged():
-                    return False, None, False  # lines to catch up on: a read of any size
-                try:
-                    result = fn(*args)
-                    if self.lines:
-                        self.store.append(b"".join(self.lines))
-                finally:
-                    self.lines.clear()
-                return True, result, self.store.compaction_due(self.replica)
-            finally:
-                self.store.unlock()
-        finally:
-            self._mutex.release()
 
     def stop(self) -> None:
         """Let the thread finish the calls already queued, then end."""
