@@ -10,9 +10,10 @@ whichever worker reserves next (no janitor process). See ``docs/drivers/redis.md
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,7 +112,6 @@ class RedisDriver(QueueDriver):
         self._address = RedisAddress.parse(self.options.resolved_url())
         self._client = client
         self._transport: RedisTransport | None = None
-        self._closed = False
         self._keys: dict[str, list[str]] = {}
         self._registered: set[str] = set()
         self._all_queues: list[str] = []
@@ -174,9 +174,9 @@ class RedisDriver(QueueDriver):
     @staticmethod
     def _placement(record: JobRecord, at: float) -> list[str]:
         """-priority, the ready member, and available_at if delayed, else '' (redis_scripts)."""
-        member = lua.rank(record.available_at, next(_push_seq), record.attempts) + record.id
-        delayed = repr(record.available_at) if record.available_at > at else ""
-        return [str(-record.priority), member, delayed]
+        available = record.available_at
+        member = lua.rank(available, next(_push_seq), record.attempts) + record.id
+        return [str(-record.priority), member, repr(available) if available > at else ""]
 
     @staticmethod
     def _body(record: JobRecord) -> str:
@@ -324,12 +324,15 @@ class RedisDriver(QueueDriver):
                 records.append(record)
         return records, next_due
 
+    def _source(self, queue: str, job_id: str) -> str:
+        """Where a record is stored, for error messages."""
+        return f"Redis {self.description} key {self._keys_of(queue)[_JOBS]} field {job_id}"
+
     async def _decode(self, queue: str, job_id: str, body: Any, token: str) -> JobRecord | None:
         """Parse a leased record; a corrupt one goes to the failed set unchanged, loudly."""
         keys = self._keys_of(queue)
-        source = f"Redis {self.description} key {keys[_JOBS]} field {job_id}"
         try:
-            return _decode(body, source)
+            return _decode(body, lambda: self._source(queue, job_id))
         except CorruptStoreError as e:
             # Its bytes are written back as they were (never "repaired"), so a person can
             # inspect them with HGET; the other jobs of this reservation carry on.
@@ -425,12 +428,12 @@ class RedisDriver(QueueDriver):
         )
         out: dict[str, list[JobRecord]] = {}
         for queue, reply in zip(names, replies, strict=True):
-            key = self._keys_of(queue)[_JOBS]
             for i in range(0, len(reply), 2):
                 job_id = _text(reply[i])
-                source = f"Redis {self.description} key {key} field {job_id}"
                 try:
-                    out.setdefault(queue, []).append(_decode(reply[i + 1], source))
+                    where = functools.partial(self._source, queue, job_id)
+                    record = _decode(reply[i + 1], where)
+                    out.setdefault(queue, []).append(record)
                 except CorruptStoreError as e:
                     log.error("queuekit: failed job skipped: %s", e)
         return out
@@ -529,15 +532,17 @@ def _encode(record: JobRecord) -> str:
     return record.dumps()
 
 
-def _decode(body: Any, source: str) -> JobRecord:
-    """``JobRecord.loads``, parsing through orjson when it is installed."""
-    if _orjson is None:
-        return JobRecord.loads(body, source=source)
-    try:
-        data = _orjson.loads(body)
-    except _orjson.JSONDecodeError:
-        return JobRecord.loads(body, source=source)  # raises CorruptStoreError naming ``source``
-    return JobRecord.from_json(data, source=source)
+def _decode(body: Any, source: Callable[[], str]) -> JobRecord:
+    """``JobRecord.loads``, parsing through orjson when it is installed.
+
+    ``source`` names the key and field; it is only built for an error message.
+    """
+    if _orjson is not None:
+        try:
+            return JobRecord.from_json(_orjson.loads(body))
+        except (ValueError, CorruptStoreError):
+            pass  # parsed again below, for the error that names where the record is
+    return JobRecord.loads(body, source=source())
 
 
 def _text(value: Any) -> str:

@@ -75,8 +75,12 @@ def queues_key(prefix: str) -> str:
 
 def rank(available_at: float, seq: int, attempts: int) -> str:
     """The 40-digit ordering prefix of a ready member (see the module docstring)."""
-    us = min(max(int(available_at * 1_000_000), 0), _MAX_US)
-    return f"{us:016d}{seq % 10**15:015d}{min(max(attempts, 0), _MAX_ATTEMPTS):09d}"
+    us = int(available_at * 1_000_000)
+    if not 0 <= us <= _MAX_US:
+        us = min(max(us, 0), _MAX_US)
+    if not 0 <= attempts <= _MAX_ATTEMPTS:
+        attempts = min(max(attempts, 0), _MAX_ATTEMPTS)
+    return f"{us:016d}{seq % 1_000_000_000_000_000:015d}{attempts:09d}"
 
 
 @dataclass(frozen=True, slots=True)
