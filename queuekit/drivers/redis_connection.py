@@ -591,11 +591,18 @@ class ClientTransport:
         return await self._call(f"script {script.name}", runner(keys=list(keys), args=list(args)))
 
     async def run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """A non-transactional pipeline of EVALSHAs (one round trip); NOSCRIPT ones run again."""
+        """A non-transactional pipeline of EVALSHAs (one round trip); NOSCRIPT ones run again.
+
+        On a cluster the scripts run concurrently instead, one request per script.
+        """
         import redis.exceptions as rex
 
         if len(calls) == 1:
             return [await self.run_script(*calls[0])]
+        if self.cluster:
+            # redis-py's cluster pipeline refuses EVALSHA: the scripts run side by side instead,
+            # each sent to the node that owns its queue.
+            return list(await asyncio.gather(*(self.run_script(*call) for call in calls)))
         pipe = self.client.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)

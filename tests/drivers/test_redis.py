@@ -123,6 +123,144 @@ class TestRedisDriverOnFakeredis(DriverContract):
         return _open
 
 
+class PrivateCluster:
+    """Three ``redis-server`` processes in cluster mode (no replicas) on free loopback ports."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ports = [_free_port() for _ in range(3)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            require_service("redis-server and redis-cli", FileNotFoundError("not on PATH"))
+        for port in self.ports:
+            data = self.directory / str(port)
+            data.mkdir(parents=True)
+            # The bus port defaults to port + 10000, which a high free port would overflow.
+            command = [
+                server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                "--cluster-enabled", "yes", "--cluster-port", str(_free_port()),
+                "--save", "", "--appendonly", "no",
+            ]  # fmt: skip
+            self.processes.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        for port in self.ports:
+            _wait_for_ping(port)
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        subprocess.run(
+            [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        for port in self.ports:
+            client = redis.Redis(port=port)
+            try:
+                while client.cluster("info").get("cluster_state") != "ok":
+                    assert time.monotonic() < deadline, "the private cluster never came up"
+                    time.sleep(0.1)
+            finally:
+                client.close()
+
+    def kill(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        self.processes.clear()
+
+
+def _wait_for_ping(port: int) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        client = redis.Redis(port=port, socket_connect_timeout=1)
+        try:
+            if client.ping():
+                return
+        except redis.RedisError:
+            time.sleep(0.05)
+        finally:
+            client.close()
+    raise TimeoutError(f"redis-server on port {port} did not start")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster]:
+    """One private three-node Redis Cluster for this module; killed at the end."""
+    private = PrivateCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        private.start()
+        yield private
+    finally:
+        private.kill()
+
+
+class TestRedisDriverOnCluster(DriverContract):
+    """The contract on a real Redis Cluster, through redis-py's ``RedisCluster`` client."""
+
+    @pytest.fixture
+    def cluster_prefix(self) -> str:
+        return f"qkc{uuid.uuid4().hex[:10]}"
+
+    async def _open(self, cluster: PrivateCluster, prefix: str) -> RedisDriver:
+        driver = RedisDriver({"url": cluster.url, "cluster": True, "prefix": prefix})
+        await driver.connect()
+        return driver
+
+    @pytest.fixture
+    async def driver(
+        self, cluster: PrivateCluster, cluster_prefix: str
+    ) -> AsyncIterator[RedisDriver]:
+        d = await self._open(cluster, cluster_prefix)
+        yield d
+        await d.close()
+
+    @pytest.fixture
+    def open_driver(
+        self, cluster: PrivateCluster, cluster_prefix: str
+    ) -> Callable[[], Awaitable[RedisDriver]]:
+        async def _open() -> RedisDriver:
+            return await self._open(cluster, cluster_prefix)
+
+        return _open
+
+
+async def test_queues_spread_over_the_cluster_nodes(cluster: PrivateCluster) -> None:
+    driver = RedisDriver({"url": cluster.url, "cluster": True, "prefix": "spread"})
+    await driver.connect()
+    try:
+        names = [f"q{i}" for i in range(12)]
+        await driver.push_many([make_record(i, queue=q) for i, q in enumerate(names)])
+        owners = set()
+        for name in names:
+            slot = redis.cluster.key_slot(queue_keys("spread", name)[0].encode())
+            assert {redis.cluster.key_slot(k.encode()) for k in queue_keys("spread", name)} == {
+                slot
+            }, "every key of a queue is in one slot"
+            owners.add(slot * 3 // 16384)
+        assert len(owners) > 1, "the queues live on several nodes"
+        waiting = asyncio.ensure_future(
+            driver.reserve(["empty-a", "empty-b"], lease=LEASE, wait=10)
+        )
+        await asyncio.sleep(0.2)
+        late = make_record(99, queue="empty-b")
+        await driver.push(late)
+        got = await asyncio.wait_for(waiting, 15)
+        assert got is not None and got.id == late.id, "a wait over several slots wakes"
+        taken = await driver.reserve_many(None, lease=LEASE, limit=20)
+        assert sorted(r.payload["n"] for r in taken) == list(range(12))
+    finally:
+        await driver.close()
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
