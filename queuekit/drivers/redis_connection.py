@@ -377,6 +377,7 @@ class NativeTransport:
         def factory() -> _Connection:
             return _Connection(self.description, self._reply_timeout)
 
+        conn: _Connection | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if addr.path is not None:
@@ -402,6 +403,8 @@ class NativeTransport:
                                 f"Redis {self.description}: {command[0]} failed: {reply}"
                             )
         except (OSError, TimeoutError, ConnectionError) as e:
+            if conn is not None:
+                conn.close()
             raise DriverError(f"Redis {self.description} is unreachable: {_reason(e)}") from e
         return conn
 
@@ -487,7 +490,14 @@ class NativeTransport:
     async def _blocking(self, commands: Sequence[Sequence[Any]], timeout: float) -> list[Any]:
         """Send ``commands`` on a connection of its own (a blocked connection answers nothing
         else), the first of which blocks for up to ``timeout`` seconds."""
-        conn = self._idle_blockers.pop() if self._idle_blockers else await self._open()
+        if self._closed:
+            raise DriverError(f"Redis {self.description}: the driver is closed")
+        conn = None
+        while self._idle_blockers and conn is None:
+            idle = self._idle_blockers.pop()
+            conn = None if idle.closed else idle  # the server may have gone away meanwhile
+        if conn is None:
+            conn = await self._open()
         payload = b"".join(pack_command(c) for c in commands)
         try:
             futures = conn.request(payload, len(commands), extra_wait=timeout)
