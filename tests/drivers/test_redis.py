@@ -1,8 +1,9 @@
-"""The Redis driver: the contract suite on the real server and on fakeredis (with Lua), then what
-is specific to Redis: configuration, key layout, replayed pushes, corrupt records, connection
-errors, many worker processes, a worker killed mid-job, and a server killed and restarted
-mid-drain. Every test uses a key prefix of its own and deletes its keys afterwards, since several
-test runs share the server.
+"""The Redis driver: the contract suite on the real server, on fakeredis (with Lua) and on a
+private three-node Redis Cluster, then what is specific to Redis: configuration, key layout,
+replayed pushes, corrupt records, connection errors, a silent server, many worker processes, a
+worker killed mid-job, and a server killed and restarted mid-drain and while idle. Every test on
+the shared server uses a key prefix of its own and deletes its keys afterwards; private servers
+are killed in a finally block.
 """
 
 from __future__ import annotations
