@@ -1,7 +1,9 @@
-"""The SQLite dialect of the database driver: the contract, restarts, bad rows, transactions."""
+"""The SQLite dialect of the database driver: the contract, restarts, bad rows, transactions,
+and the group commit of its connection thread."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +18,7 @@ from queuekit.drivers.database.schema import (
     SCHEMA_VERSION,
     record_to_row,
 )
-from queuekit.drivers.database.sqlite import SQLiteDriver
+from queuekit.drivers.database.sqlite import _WRITE, SQLiteDriver, _ConnectionThread
 from queuekit.errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
 from queuekit.manager import QueueManager
 from queuekit.testing import ContractJob, DriverContract, make_record
@@ -315,6 +317,125 @@ async def test_a_connection_to_another_file_is_refused(tmp_path: Path) -> None:
     finally:
         conn.close()
         await driver.close()
+
+
+# -- group commit ------------------------------------------------------------------------------
+
+
+class GroupSpy:
+    """Records how many operations each transaction of the connection thread ran."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        run_group = _ConnectionThread._run_group
+
+        def spy(thread: _ConnectionThread, ops: list, outcomes: list) -> None:  # type: ignore[type-arg]
+            self.sizes.append(len(ops))
+            run_group(thread, ops, outcomes)
+
+        monkeypatch.setattr(_ConnectionThread, "_run_group", spy)
+
+
+async def queued_behind_the_write_lock(
+    path: Path, driver: SQLiteDriver, *calls: Awaitable[object]
+) -> list[object]:
+    """Run ``calls`` while another connection holds the write lock, so they queue up.
+
+    A first push waits on the lock inside the connection thread; the calls made meanwhile wait
+    in its queue and reach it as one batch when the lock is released. Returns their results
+    (an exception where one raised).
+    """
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        first = asyncio.ensure_future(driver.push(make_record(100)))
+        await asyncio.sleep(0.2)  # the thread is now waiting for the lock
+        queued = [asyncio.ensure_future(c) for c in calls]
+        await asyncio.sleep(0.2)
+        assert not first.done() and not any(q.done() for q in queued), "nothing passed the lock"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert await first
+    return list(await asyncio.gather(*queued, return_exceptions=True))
+
+
+async def test_queued_writes_commit_together_and_a_failing_one_is_undone_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_sqlite(path)
+    try:
+        done, waiting = make_record(1), make_record(2)
+        await driver.push_many([done, waiting])
+        leased = await driver.reserve(None, lease=LEASE)
+        assert leased is not None and leased.id == done.id
+        spy = GroupSpy(monkeypatch)
+        pushed = make_record(3)
+        results = await queued_behind_the_write_lock(
+            path,
+            driver,
+            driver.complete(leased),
+            driver.push_many([make_record(4, unique_key="k"), make_record(5, unique_key="k")]),
+            driver.push(pushed),
+            driver.reserve(None, lease=LEASE),
+        )
+        assert 4 in spy.sizes, f"the four queued writes shared one transaction: {spy.sizes}"
+        completed, refused, stored, reserved = results
+        assert completed is True
+        assert isinstance(refused, DuplicateJobError)
+        assert stored is True
+        assert isinstance(reserved, type(leased)) and reserved.id == waiting.id
+    finally:
+        await driver.close()
+    # Another connection sees exactly the committed effects: the refused batch left no row.
+    with closing(sqlite3.connect(path)) as conn:
+        ids = {row[0] for row in conn.execute("SELECT id FROM queue_jobs")}
+    assert done.id not in ids
+    assert {waiting.id, pushed.id} <= ids
+    assert len(ids) == 3, "the first push, the reserved job and the pushed one; no batch row"
+
+
+async def test_a_transaction_sqlite_abandons_is_run_again_without_the_failing_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_sqlite(path)
+    before, after = make_record(1), make_record(2)
+
+    def abandon(conn: sqlite3.Connection) -> None:
+        # What SQLite does on a disk-full or I/O error: the whole transaction is gone.
+        conn.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    try:
+        results = await queued_behind_the_write_lock(
+            path, driver, driver.push(before), driver._call(_WRITE, abandon), driver.push(after)
+        )
+        assert results[0] is True and results[2] is True
+        assert isinstance(results[1], DriverError) and "disk I/O error" in str(results[1])
+        got = await driver.reserve_many(None, lease=LEASE, limit=10)
+        assert [r.id for r in got if r.id in (before.id, after.id)] == [before.id, after.id]
+    finally:
+        await driver.close()
+
+
+async def test_close_runs_the_operations_queued_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_sqlite(path)
+    record = make_record(1)
+    pushing = asyncio.ensure_future(driver.push(record))
+    await asyncio.sleep(0)  # the push is queued before the close
+    await driver.close()
+    assert await pushing is True
+    with pytest.raises(DriverError, match="not connected"):
+        await driver.push(make_record(2))
+    reopened = await open_sqlite(path)
+    try:
+        got = await reopened.reserve(None, lease=LEASE)
+        assert got is not None and got.id == record.id
+    finally:
+        await reopened.close()
 
 
 # -- many processes ----------------------------------------------------------------------------

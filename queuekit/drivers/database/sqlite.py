@@ -6,6 +6,11 @@ on disk or on SQLite's write lock. The file is in WAL mode: readers never wait f
 and a reservation takes the write lock up front (``BEGIN IMMEDIATE``) so two processes can never
 both read the same job as free.
 
+Group commit: the thread takes every write queued while it was busy and runs them in one
+transaction, each in a savepoint of its own, and answers them together after the ``COMMIT``. A
+worker's acknowledgement of job N and its reservation of job N+1, or many concurrent dispatches,
+then cost one commit and one wake-up of the event loop.
+
 URL: ``sqlite:///relative/path/jobs.db`` or ``sqlite:////absolute/path/jobs.db``. The query string
 may set ``synchronous`` (``normal``, the default, survives a crash of the process; ``full`` also
 survives a power cut, at a cost per commit).
@@ -14,11 +19,13 @@ survives a power cut, at a cost per commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -45,6 +52,25 @@ log = logging.getLogger("queuekit.drivers.sqlite")
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
+
+# How an operation meets the connection (see ``_ConnectionThread``).
+_READ = 0  # alone, outside any transaction: never waits for the write lock
+_WRITE = 1  # inside the next group transaction, in a savepoint of its own
+_STATEMENT = 2  # one write statement and nothing after it that can fail: joins a group, or
+# alone commits on its own
+_OPEN = 3  # opens the connection the later operations use
+_CLOSE = 4  # closes it and ends the thread
+_WRITES = (_WRITE, _STATEMENT)
+
+#: Most operations one group transaction takes, so a burst of writes still commits in steps.
+_GROUP_LIMIT = 256
+
+# (kind, fn(conn, *args), args, future, loop)
+_Op = tuple[
+    int, Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop
+]
+# (op, succeeded, result or exception)
+_Outcome = tuple[_Op, bool, Any]
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -77,6 +103,176 @@ def _parse_url(url: str) -> tuple[str, str]:
     return path, synchronous
 
 
+class _ConnectionThread:
+    """The one thread that owns a driver's ``sqlite3`` connection and runs every statement.
+
+    Callers on any event loop ``submit`` an operation and await its future. The thread takes
+    every operation queued so far as one batch:
+
+    - consecutive writes run in ONE ``BEGIN IMMEDIATE ... COMMIT``, each inside its own
+      savepoint (a one-statement write needs none: SQLite undoes a failed statement itself), so
+      an operation that raises is rolled back alone and the others still commit;
+    - if SQLite itself abandons the transaction (disk full, I/O error), the failing operation
+      gets its error and the others run again in a fresh transaction, since nothing of theirs
+      was committed or answered;
+    - reads run alone outside any transaction, so they never wait for the write lock;
+    - futures are resolved only after the ``COMMIT`` returned, with one wake-up per event loop
+      for the whole batch.
+    """
+
+    def __init__(self, name: str, label: str) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self._label = label  # how errors name the queue: "SQLite queue 'jobs.db'"
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, kind: int, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> asyncio.Future[Any]:
+        """Queue ``fn(conn, *args)``; the future resolves once its effect is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((kind, fn, args, future, loop))
+        return future
+
+    def join(self) -> None:
+        """Wait for the thread to end (after a ``_CLOSE`` operation)."""
+        self._thread.join()
+
+    # -- on the thread -------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        pending = self._queue
+        while True:
+            batch = [pending.get()]
+            while len(batch) < _GROUP_LIMIT and not pending.empty():
+                batch.append(pending.get())
+            outcomes: list[_Outcome] = []
+            try:
+                stopping = self._run_batch(batch, outcomes)
+            except BaseException as e:  # a bug here must not leave callers waiting forever
+                answered = {id(o[0]) for o in outcomes}
+                outcomes += [(op, False, e) for op in batch if id(op) not in answered]
+                stopping = False
+            _deliver_all(outcomes)
+            if stopping:
+                return
+
+    def _run_batch(self, batch: list[_Op], outcomes: list[_Outcome]) -> bool:
+        """Run ``batch`` in order; True once it closed the connection."""
+        index = 0
+        while index < len(batch):
+            op = batch[index]
+            kind = op[0]
+            if kind in _WRITES:
+                end = index + 1
+                while end < len(batch) and batch[end][0] in _WRITES:
+                    end += 1
+                group = [o for o in batch[index:end] if not o[3].cancelled()]
+                if group:
+                    self._run_group(group, outcomes)
+                index = end
+                continue
+            index += 1
+            if kind == _CLOSE:
+                self._run_alone(op, outcomes)
+                closed = DriverError(f"{self._label}: the driver was closed before this ran")
+                outcomes += [(o, False, closed) for o in batch[index:]]
+                return True
+            if not op[3].cancelled() or kind == _OPEN:
+                self._run_alone(op, outcomes)
+        return False
+
+    def _run_alone(self, op: _Op, outcomes: list[_Outcome]) -> None:
+        kind, fn, args = op[0], op[1], op[2]
+        try:
+            value = fn(self.conn, *args)
+        except Exception as e:
+            outcomes.append((op, False, e))
+            return
+        if kind == _OPEN:
+            self.conn = value
+            value = None
+        elif kind == _CLOSE:
+            self.conn = None
+        outcomes.append((op, True, value))
+
+    def _run_group(self, ops: list[_Op], outcomes: list[_Outcome]) -> None:
+        """Run writes in one transaction; each op's outcome is recorded only once committed."""
+        conn = self.conn
+        if conn is None:
+            error = DriverError(f"{self._label}: the connection is not open")
+            outcomes += [(op, False, error) for op in ops]
+            return
+        if len(ops) == 1 and ops[0][0] == _STATEMENT:
+            self._run_alone(ops[0], outcomes)  # one statement is a transaction of its own
+            return
+        alone = len(ops) == 1
+        done: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for index, op in enumerate(ops):
+                if alone:  # an error rolls back the whole transaction below: no savepoint
+                    done.append((op, True, op[1](conn, *op[2])))
+                    continue
+                # A failed statement is undone by SQLite itself, so a one-statement operation
+                # needs no savepoint to leave the others' work intact.
+                savepoint = op[0] == _WRITE
+                if savepoint:
+                    conn.execute("SAVEPOINT queuekit_op")
+                try:
+                    value = op[1](conn, *op[2])
+                except Exception as e:
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back: the others lost their
+                        # effect too, unanswered, so they simply run again.
+                        outcomes.append((op, False, e))
+                        self._run_group(ops[:index] + ops[index + 1 :], outcomes)
+                        return
+                    if savepoint:
+                        conn.execute("ROLLBACK TO queuekit_op")
+                        conn.execute("RELEASE queuekit_op")
+                    done.append((op, False, e))
+                    continue
+                if savepoint:
+                    conn.execute("RELEASE queuekit_op")
+                done.append((op, True, value))
+            conn.execute("COMMIT")
+        except BaseException as e:
+            if conn.in_transaction:  # never leave the connection inside a transaction
+                try:
+                    conn.rollback()
+                except sqlite3.Error:
+                    log.exception(
+                        "queuekit: %s: rolling back a failed transaction failed", self._label
+                    )
+            outcomes += [(op, False, e) for op in ops]  # nothing of theirs was committed
+            return
+        outcomes += done
+
+
+def _deliver_all(outcomes: list[_Outcome]) -> None:
+    """Hand the outcomes to their event loops: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0][4], []).append(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
+            loop.call_soon_threadsafe(_resolve_all, items)
+
+
+def _resolve_all(outcomes: list[_Outcome]) -> None:
+    for op, ok, value in outcomes:
+        future = op[3]
+        if future.done():  # the caller was cancelled meanwhile
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
 class SQLiteDriver(QueueDriver):
     """The ``database`` driver for ``sqlite:///...`` URLs.
 
@@ -104,8 +300,7 @@ class SQLiteDriver(QueueDriver):
         self.path, self._synchronous = _parse_url(self.options.url)
         self.default_lease = self.options.retry_after
         self.sql = SQLiteStatements(self.options.table, self.options.failed_table)
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: _ConnectionThread | None = None
         self._real_path: str | None = None
         self._changed = ChangeSignal()
 
@@ -113,39 +308,36 @@ class SQLiteDriver(QueueDriver):
 
     async def connect(self) -> None:
         """Open the file (creating folders, tables and indexes) and record the schema version."""
-        if self._executor is not None:
+        if self._thread is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="queuekit-sqlite")
+        thread = self._thread = _ConnectionThread("queuekit-sqlite", f"SQLite queue {self.path!r}")
         try:
-            await self._call(self._open)
+            await self._call(_OPEN, self._open)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._thread = None
+            thread.submit(_CLOSE, _close_connection, ())
             raise
 
     async def close(self) -> None:
-        """Close the connection and stop its thread."""
-        executor, self._executor = self._executor, None
-        if executor is None:
+        """Close the connection and stop its thread (operations already queued run first)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(executor, self._close_conn)
+            await thread.submit(_CLOSE, _close_connection, ())
         finally:
-            executor.shutdown(wait=True)
+            thread.join()  # it ends right after answering the close
 
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    async def _call(self, kind: int, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the connection thread; SQLite errors become ``DriverError``.
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the connection thread; SQLite errors become ``DriverError``."""
-        if self._executor is None:
+        ``kind`` says how it meets the transaction (``_READ``, ``_WRITE``, ``_STATEMENT``).
+        """
+        thread = self._thread
+        if thread is None:
             raise DriverError(f"SQLite queue {self.path!r}: the driver is not connected")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await thread.submit(kind, fn, args)  # type: ignore[no-any-return]
         except sqlite3.Error as e:
             raise self._wrap(e) from e
 
@@ -155,7 +347,7 @@ class SQLiteDriver(QueueDriver):
             return CorruptStoreError(f"{text} (the file is damaged; it was left untouched)")
         return DriverError(text)
 
-    def _open(self) -> None:
+    def _open(self, _: None) -> sqlite3.Connection:
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -172,8 +364,8 @@ class SQLiteDriver(QueueDriver):
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
         self._real_path = os.path.realpath(self.path)
+        return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE: processes starting together create the tables one after the other.
@@ -195,34 +387,19 @@ class SQLiteDriver(QueueDriver):
             conn.rollback()
             raise
 
-    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` in one write transaction on the connection thread."""
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(conn)
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.execute("COMMIT")
-        return result
-
     # -- storing ---------------------------------------------------------------------------
 
     async def push(self, record: JobRecord, **options: Any) -> bool:
         connection = options.get("connection")
         if connection is not None:
             return self._push_in_caller_transaction(connection, [record])
-        stored = await self._call(self._insert_one, record)
+        stored = await self._call(_STATEMENT, self._insert_one, record)
         if stored:
             self._changed.notify()
         return stored
 
-    def _insert_one(self, record: JobRecord, conn: sqlite3.Connection | None = None) -> bool:
+    def _insert_one(self, conn: sqlite3.Connection, record: JobRecord) -> bool:
         """Insert one record; False when its unique key is already pending or running."""
-        conn = conn or self._conn
-        assert conn is not None
         try:
             conn.execute(self.sql.insert, record_to_row(record))
         except sqlite3.IntegrityError as e:
@@ -238,7 +415,7 @@ class SQLiteDriver(QueueDriver):
         if connection is not None:
             self._push_in_caller_transaction(connection, records)
             return
-        await self._call(self._transaction, lambda conn: self._insert_all(conn, records))
+        await self._call(_WRITE, self._insert_all, records)
         self._changed.notify()
 
     def _insert_all(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
@@ -269,7 +446,7 @@ class SQLiteDriver(QueueDriver):
             conn.execute("SAVEPOINT queuekit_push")
             try:
                 if len(records) == 1:
-                    stored = self._insert_one(records[0], conn)
+                    stored = self._insert_one(conn, records[0])
                 else:
                     self._insert_all(conn, records)
                     stored = True
@@ -315,7 +492,16 @@ class SQLiteDriver(QueueDriver):
         names = None if queues is None else tuple(queues)
         while True:
             seen = self._changed.seen
-            records = await self._call(self._reserve_sync, names, lease, max(limit, 1))
+            records, corrupt = await self._call(
+                _WRITE, self._lease_rows, names, lease, max(limit, 1)
+            )
+            if corrupt:
+                # Raised after the commit, so the unreadable rows are already safe in the failed
+                # table and the next reservation hands out the readable jobs.
+                raise CorruptStoreError(
+                    f"{'; '.join(corrupt)}; moved to table {self.options.failed_table!r} with "
+                    "the error, the other jobs are untouched"
+                )
             if records:
                 return records
             remaining = deadline - loop.time()
@@ -323,42 +509,39 @@ class SQLiteDriver(QueueDriver):
                 return []
             await self._changed.wait(seen, min(remaining, self.options.poll_interval))
 
-    def _reserve_sync(
-        self, queues: tuple[str, ...] | None, lease: float, limit: int
-    ) -> list[JobRecord]:
-        records, corrupt = self._transaction(
-            lambda conn: self._lease_rows(conn, queues, lease, limit)
-        )
-        if corrupt:
-            # Raised after the commit, so the unreadable rows are already safe in the failed
-            # table and the next reservation hands out the readable jobs.
-            raise CorruptStoreError(
-                f"{'; '.join(corrupt)}; moved to table {self.options.failed_table!r} with the "
-                "error, the other jobs are untouched"
-            )
-        return records
-
     def _lease_rows(
         self, conn: sqlite3.Connection, queues: tuple[str, ...] | None, lease: float, limit: int
     ) -> tuple[list[JobRecord], list[str]]:
+        """Lease up to ``limit`` due rows; ``(records, errors of the rows quarantined)``.
+
+        Runs in a ``BEGIN IMMEDIATE`` transaction (a ``_WRITE`` operation): no other connection
+        can read the same rows as free in between.
+        """
         at = now()
         params: dict[str, Any] = {"now": at, "until": at + lease, "limit": limit}
+        sql = self.sql
         if queues is None:
-            rows = conn.execute(self.sql.take_any, params).fetchall()
-            rows.sort(key=reservation_order)
+            rows = conn.execute(sql.take_one_any if limit == 1 else sql.take_any, params).fetchall()
         else:
             rows = []
-            for queue in queues:  # a list of queues is tried in order
-                params.update(queue=queue, limit=limit - len(rows))
-                taken = conn.execute(self.sql.take_queue, params).fetchall()
-                rows.extend(sorted(taken, key=reservation_order))
+            for queue_name in queues:  # a list of queues is tried in order
+                params["queue"] = queue_name
+                params["limit"] = wanted = limit - len(rows)
+                statement = sql.take_one_queue if wanted == 1 else sql.take_queue
+                taken = conn.execute(statement, params).fetchall()
+                if len(taken) > 1:
+                    taken.sort(key=reservation_order)
+                rows.extend(taken)
                 if len(rows) >= limit:
                     break
+        if len(rows) > 1 and queues is None:
+            rows.sort(key=reservation_order)  # RETURNING gives no order: put it back
         records: list[JobRecord] = []
         corrupt: list[tuple[int, CorruptStoreError]] = []
+        table = self.options.table
         for row in rows:
             try:
-                records.append(record_from_row(row[1:], self.options.table))
+                records.append(record_from_row(row[1:], table))
             except CorruptStoreError as e:
                 corrupt.append((row[0], e))
         if not corrupt:
@@ -393,39 +576,28 @@ class SQLiteDriver(QueueDriver):
         if fence is None:
             return False
         until = now() + lease
-        if not await self._call(self._execute_count, self.sql.extend, (until, *fence)):
+        if not await self._call(_STATEMENT, _count, self.sql.extend, (until, *fence)):
             return False
         record.reserved_until = until
         return True
-
-    def _execute_count(self, statement: str, params: Sequence[Any]) -> int:
-        conn = self._conn
-        assert conn is not None
-        return conn.execute(statement, params).rowcount
 
     async def complete(self, record: JobRecord) -> bool:
         fence = fence_of(record)
         if fence is None:
             return False
-        return (await self._call(self._delete_fenced, [fence]))[0]
-
-    def _delete_fenced(self, fences: Sequence[tuple[int, str] | None]) -> list[bool]:
-        conn = self._conn
-        assert conn is not None
-        if len(fences) == 1:  # one statement commits on its own: no BEGIN/COMMIT round
-            fence = fences[0]
-            return [fence is not None and conn.execute(self.sql.complete, fence).rowcount > 0]
-        return self._transaction(
-            lambda c: [
-                f is not None and c.execute(self.sql.complete, f).rowcount > 0 for f in fences
-            ]
-        )
+        return await self._call(_STATEMENT, _count, self.sql.complete, fence) > 0
 
     async def complete_many(self, records: Sequence[JobRecord]) -> list[bool]:
         """Delete several finished jobs in one transaction; one flag per record."""
         if not records:
             return []
-        return await self._call(self._delete_fenced, [fence_of(r) for r in records])
+        return await self._call(_WRITE, self._delete_fenced, [fence_of(r) for r in records])
+
+    def _delete_fenced(
+        self, conn: sqlite3.Connection, fences: Sequence[tuple[int, str] | None]
+    ) -> list[bool]:
+        statement = self.sql.complete
+        return [f is not None and conn.execute(statement, f).rowcount > 0 for f in fences]
 
     async def release(
         self, record: JobRecord, *, delay: float = 0.0, error: str | None = None
@@ -434,7 +606,7 @@ class SQLiteDriver(QueueDriver):
         if fence is None:
             return False
         params = (record.attempts, error, now() + delay, *fence)
-        released = await self._call(self._execute_count, self.sql.release, params) > 0
+        released = await self._call(_STATEMENT, _count, self.sql.release, params) > 0
         if released:
             self._changed.notify()
         return released
@@ -443,74 +615,66 @@ class SQLiteDriver(QueueDriver):
         fence = fence_of(record)
         if fence is None:
             return False
+        return await self._call(_WRITE, self._move_to_failed, fence, error)
 
-        def body(conn: sqlite3.Connection) -> bool:
-            if conn.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence)).rowcount:
-                conn.execute(self.sql.complete, fence)
-                return True
-            return False
-
-        return await self._call(self._transaction, body)
+    def _move_to_failed(self, conn: sqlite3.Connection, fence: tuple[int, str], error: str) -> bool:
+        if conn.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence)).rowcount:
+            conn.execute(self.sql.complete, fence)
+            return True
+        return False
 
     # -- inspecting and managing -----------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
-        def read() -> QueueStats:
-            conn = self._conn
-            assert conn is not None
-            at = now()
-            out: QueueStats = {}
-            for queue, pending, delayed, reserved in conn.execute(self.sql.stats, (at, at)):
-                out[queue] = {
-                    "pending": pending or 0,
-                    "delayed": delayed or 0,
-                    "reserved": reserved or 0,
-                    "failed": 0,
-                }
-            for queue, count in conn.execute(self.sql.failed_stats):
-                out.setdefault(queue, empty_counts())["failed"] = count
-            return out
+        return select_stats(await self._call(_READ, self._read_stats), queues)
 
-        return select_stats(await self._call(read), queues)
+    def _read_stats(self, conn: sqlite3.Connection) -> QueueStats:
+        at = now()
+        out: QueueStats = {}
+        for queue_name, pending, delayed, reserved in conn.execute(self.sql.stats, (at, at)):
+            out[queue_name] = {
+                "pending": pending or 0,
+                "delayed": delayed or 0,
+                "reserved": reserved or 0,
+                "failed": 0,
+            }
+        for queue_name, count in conn.execute(self.sql.failed_stats):
+            out.setdefault(queue_name, empty_counts())["failed"] = count
+        return out
 
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
-        def read() -> list[JobRecord]:
-            conn = self._conn
-            assert conn is not None
-            if queue is None:
-                rows = conn.execute(self.sql.failed_list, (limit,)).fetchall()
-            else:
-                rows = conn.execute(self.sql.failed_list_queue, (queue, limit)).fetchall()
-            return decode_failed(rows, self.options.failed_table)
-
-        return await self._call(read)
+        if queue is None:
+            rows = await self._call(_READ, _fetch_all, self.sql.failed_list, (limit,))
+        else:
+            rows = await self._call(_READ, _fetch_all, self.sql.failed_list_queue, (queue, limit))
+        return decode_failed(rows, self.options.failed_table)
 
     async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
-        def body(conn: sqlite3.Connection) -> int:
-            moved = 0
-            at = now()
-            for seq in self._failed_seqs(conn, ids):
-                try:
-                    conn.execute("SAVEPOINT queuekit_retry")
-                    conn.execute(self.sql.retry, (at, seq))
-                except sqlite3.IntegrityError as e:
-                    # Its unique key (or id) is pending again: it stays failed, visibly.
-                    conn.execute("ROLLBACK TO queuekit_retry")
-                    conn.execute("RELEASE queuekit_retry")
-                    log.warning(
-                        "queuekit: %s was not retried: %s",
-                        row_source(self.options.failed_table, seq),
-                        e,
-                    )
-                    continue
-                conn.execute("RELEASE queuekit_retry")
-                conn.execute(self.sql.forget_seq, (seq,))
-                moved += 1
-            return moved
-
-        moved = await self._call(self._transaction, body)
+        moved = await self._call(_WRITE, self._retry_rows, ids)
         if moved:
             self._changed.notify()
+        return moved
+
+    def _retry_rows(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> int:
+        moved = 0
+        at = now()
+        for seq in self._failed_seqs(conn, ids):
+            try:
+                conn.execute("SAVEPOINT queuekit_retry")
+                conn.execute(self.sql.retry, (at, seq))
+            except sqlite3.IntegrityError as e:
+                # Its unique key (or id) is pending again: it stays failed, visibly.
+                conn.execute("ROLLBACK TO queuekit_retry")
+                conn.execute("RELEASE queuekit_retry")
+                log.warning(
+                    "queuekit: %s was not retried: %s",
+                    row_source(self.options.failed_table, seq),
+                    e,
+                )
+                continue
+            conn.execute("RELEASE queuekit_retry")
+            conn.execute(self.sql.forget_seq, (seq,))
+            moved += 1
         return moved
 
     def _failed_seqs(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> list[int]:
@@ -519,15 +683,29 @@ class SQLiteDriver(QueueDriver):
         return [row[0] for i in ids for row in conn.execute(self.sql.failed_seqs_of, (i,))]
 
     async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
-        def body(conn: sqlite3.Connection) -> int:
-            if ids is None:
-                return conn.execute(self.sql.forget_all).rowcount
-            return sum(conn.execute(self.sql.forget_id, (i,)).rowcount for i in ids)
+        return await self._call(_WRITE, self._forget_rows, ids)
 
-        return await self._call(self._transaction, body)
+    def _forget_rows(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> int:
+        if ids is None:
+            return conn.execute(self.sql.forget_all).rowcount
+        return sum(conn.execute(self.sql.forget_id, (i,)).rowcount for i in ids)
 
     async def purge(self, queue: str) -> int:
-        return await self._call(self._execute_count, self.sql.purge, (queue,))
+        return await self._call(_STATEMENT, _count, self.sql.purge, (queue,))
+
+
+def _count(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
+    """Run one write statement; how many rows it changed."""
+    return conn.execute(statement, params).rowcount
+
+
+def _fetch_all(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
+    return conn.execute(statement, params).fetchall()
+
+
+def _close_connection(conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        conn.close()
 
 
 def _begin_as_python_would(conn: sqlite3.Connection) -> None:

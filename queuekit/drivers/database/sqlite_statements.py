@@ -69,17 +69,23 @@ class SQLiteStatements:
         returning = f"RETURNING seq, {cols}"
         lease = (
             f"UPDATE {t} SET attempts = attempts + 1, reserved_until = :until, "
-            "lease_token = seq || '.' || lower(hex(randomblob(8))) WHERE seq IN "
+            "lease_token = seq || '.' || lower(hex(randomblob(8))) WHERE seq"
         )
         due = "available_at <= :now AND (reserved_until IS NULL OR reserved_until <= :now)"
-        self.take_any = (
-            f"{lease}(SELECT seq FROM {t} INDEXED BY {t}_order WHERE {due} "
-            f"ORDER BY priority DESC, available_at, seq LIMIT :limit) {returning}"
+        first_any = (
+            f"(SELECT seq FROM {t} INDEXED BY {t}_order WHERE {due} "
+            "ORDER BY priority DESC, available_at, seq LIMIT :limit)"
         )
-        self.take_queue = (
-            f"{lease}(SELECT seq FROM {t} INDEXED BY {t}_queue_order WHERE queue = :queue "
-            f"AND {due} ORDER BY priority DESC, available_at, seq LIMIT :limit) {returning}"
+        first_of_queue = (
+            f"(SELECT seq FROM {t} INDEXED BY {t}_queue_order WHERE queue = :queue "
+            f"AND {due} ORDER BY priority DESC, available_at, seq LIMIT :limit)"
         )
+        self.take_any = f"{lease} IN {first_any} {returning}"
+        self.take_queue = f"{lease} IN {first_of_queue} {returning}"
+        # The same for one job (:limit = 1): a scalar subquery spares SQLite the temporary
+        # table that IN (...) builds, the cheaper plan for a worker taking one job at a time.
+        self.take_one_any = f"{lease} = {first_any} {returning}"
+        self.take_one_queue = f"{lease} = {first_of_queue} {returning}"
         # Hands a row leased in this transaction back untouched (used when a batch is refused).
         self.unlease = (
             f"UPDATE {t} SET attempts = attempts - 1, reserved_until = NULL, lease_token = NULL "
