@@ -29,7 +29,7 @@ from ..errors import ConfigError, CorruptStoreError, PayloadError
 from ..record import JobRecord
 from . import redis_scripts as lua
 from .base import Capability, QueueDriver, QueueStats
-from .redis_connection import ClientTransport, NativeTransport, RedisAddress, RedisTransport
+from .redis_connection import ClientTransport, RedisAddress, RedisTransport
 
 __all__ = ["RedisDriver", "RedisOptions"]
 
@@ -128,20 +128,27 @@ class RedisDriver(QueueDriver):
         if self._transport is None:
             if self._client is not None:
                 self._transport = ClientTransport(self._client)
-            elif self.options.cluster:
-                from redis.asyncio.cluster import RedisCluster
-
-                client = RedisCluster.from_url(self.options.resolved_url())
-                self._transport = ClientTransport(
-                    client, owned=True, description=self._address.description
-                )
             else:
-                self._transport = NativeTransport(
-                    self._address,
-                    connect_timeout=self.options.connect_timeout,
-                    reply_timeout=self.options.socket_timeout,
+                self._transport = ClientTransport(
+                    self._make_client(), owned=True, description=self._address.description
                 )
         return self._transport
+
+    def _make_client(self) -> Any:
+        """A redis-py asyncio client for the configured URL (TLS, password and db from it)."""
+        url = self.options.resolved_url()
+        timeouts = {
+            "socket_connect_timeout": self.options.connect_timeout,
+            # Blocking waits are cut to fit inside this (see ClientTransport.block).
+            "socket_timeout": self.options.socket_timeout,
+        }
+        if self.options.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(url, **timeouts)
+        from redis.asyncio import Redis
+
+        return Redis.from_url(url, **timeouts)
 
     async def connect(self) -> None:
         """Connect and load the scripts; ``DriverError`` names the server if it is unreachable."""

@@ -304,29 +304,6 @@ def test_manager_picks_the_driver_by_config(prefix: str) -> None:
     assert manager.driver.default_lease == 12.0
 
 
-def test_replies_split_anywhere_are_parsed_whole() -> None:
-    from queuekit.drivers.redis_connection import ReplyError, RespParser, pack_command
-
-    data = (
-        b"*4\r\n$3\r\nabc\r\n:42\r\n*2\r\n$-1\r\n+OK\r\n$0\r\n\r\n"
-        b"-ERR bad\r\n$5\r\nhello\r\n*-1\r\n"
-    )
-    for step in (1, 2, 3, 7, len(data)):
-        parser, replies = RespParser(), []
-        for i in range(0, len(data), step):
-            parser.feed(data[i : i + step])
-            while (reply := parser.next()) is not RespParser.NOTHING:
-                replies.append(reply)
-        assert replies[0] == [b"abc", 42, [None, b"OK"], b""]
-        assert isinstance(replies[1], ReplyError) and str(replies[1]) == "ERR bad"
-        assert replies[2:] == [b"hello", None]
-    assert (
-        pack_command(["SET", "é", 3, 1.5])
-        == b"*4\r\n$3\r\nSET\r\n$2\r\n\xc3\xa9\r\n$1\r\n3\r\n$3\r\n1.5\r\n"
-    )
-    assert pack_command(["SET", b"\xff"]) == b"*2\r\n$3\r\nSET\r\n$1\r\n\xff\r\n"
-
-
 # -- layout and behaviour specific to Redis ------------------------------------------------
 
 
