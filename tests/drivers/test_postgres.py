@@ -211,31 +211,204 @@ async def test_an_unreadable_failed_row_is_logged_and_hides_nothing(
         await driver.close()
 
 
+async def _kill_sessions(application_name: str) -> int:
+    """Terminate every server session named ``application_name``; returns how many."""
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [application_name],
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def _wait_until_blocked(application_name: str) -> None:
+    """Return once a session named ``application_name`` waits for a lock (bounded)."""
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        for _ in range(200):
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = %s AND wait_event_type = 'Lock'",
+                [application_name],
+            )
+            row = await cur.fetchone()
+            if row and row[0]:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"no session {application_name!r} ever waited for the lock")
+
+
 async def test_a_dropped_connection_is_a_clear_error_and_loses_nothing(
     tables: dict[str, str],
 ) -> None:
     driver = await open_pg(tables, pool_size=1)
+    name = f"queuekit:{tables['table']}"
     try:
         kept = make_record(1)
         assert await driver.push(kept)
-        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s AND pid <> pg_backend_pid()",
-                [f"queuekit:{tables['table']}"],
-            )
-        with pytest.raises(DriverError, match=tables["table"]):
-            await driver.push(make_record(2))
-        # The pool replaces the dead connection; the acknowledged job is there.
+        # Hold the statement on the server (a lock), then kill every session of the driver.
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as locker:
+            await locker.execute(f'LOCK TABLE "{tables["table"]}" IN ACCESS EXCLUSIVE MODE')  # type: ignore[arg-type]
+            pushing = asyncio.create_task(driver.push(make_record(2)))
+            await _wait_until_blocked(name)
+            assert await _kill_sessions(name) >= 1
+            with pytest.raises(DriverError, match=tables["table"]):
+                await asyncio.wait_for(pushing, 30)
+            await locker.rollback()
+        # The next statements open new connections by themselves; the acknowledged job is there.
+        assert await driver.push(make_record(3))
+        got = None
         for _ in range(50):
             try:
                 got = await driver.reserve(None, lease=LEASE)
                 break
             except DriverError:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the pool finds its connection dead on first use
         assert got is not None and got.id == kept.id
     finally:
         await driver.close()
+
+
+async def test_sessions_killed_while_idle_are_replaced_without_an_error(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables)
+    try:
+        assert await driver.push(make_record(1))
+        assert await _kill_sessions(f"queuekit:{tables['table']}") >= 1
+        # The driver notices the closed socket on its own; the next pushes reconnect.
+        for n in range(2, 5):
+            await asyncio.sleep(0.2)
+            assert await driver.push(make_record(n))
+        got = await driver.reserve_many(None, lease=LEASE, limit=10)
+        assert [r.payload["n"] for r in got] == [1, 2, 3, 4]
+    finally:
+        await driver.close()
+
+
+async def test_a_reservation_cancelled_in_flight_hands_its_job_back(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables)
+    other = await open_pg(tables)
+    try:
+        record = make_record(1)
+        assert await driver.push(record)
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as locker:
+            await locker.execute(f'LOCK TABLE "{tables["table"]}" IN ACCESS EXCLUSIVE MODE')  # type: ignore[arg-type]
+            reserving = asyncio.create_task(driver.reserve(None, lease=600))
+            await _wait_until_blocked(f"queuekit:{tables['table']}")
+            reserving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reserving
+            await locker.rollback()  # the reservation runs now, for a caller who has gone
+        # Handed back with the attempt uncounted, long before its 600 s lease would end.
+        got = None
+        for _ in range(100):
+            got = await other.reserve(None, lease=LEASE)
+            if got is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert got is not None and got.id == record.id
+        assert got.attempts == 1
+    finally:
+        await driver.close()
+        await other.close()
+
+
+async def test_concurrent_statements_share_the_pipelined_connections(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables, pool_size=3)
+    try:
+        records = [make_record(i) for i in range(300)]
+        twice = records[7]
+        # One statement fails (an id pushed twice) among hundreds in flight: only it is refused.
+        results = await asyncio.gather(*(driver.push(r) for r in [*records, twice]))
+        assert results.count(False) == 1 and results.count(True) == 300
+
+        async def take(limit: int) -> list[str]:
+            got = await driver.reserve_many(None, lease=LEASE, limit=limit)
+            flags = await driver.complete_many(got)
+            assert all(flags)
+            return [r.id for r in got]
+
+        taken: list[str] = []
+        for _ in range(20):
+            for ids in await asyncio.gather(*(take(n) for n in (1, 4, 7, 65))):
+                taken += ids
+        assert sorted(taken) == sorted(r.id for r in records), "every job exactly once"
+    finally:
+        await driver.close()
+
+
+async def test_rows_read_back_exactly_through_every_write_path(tables: dict[str, str]) -> None:
+    # Values that text encodings must escape, and every column type, through a pipelined push,
+    # a small batch (one INSERT) and a large one (binary COPY).
+    odd = 'tab\t, newline\n, quote ", backslash \\, accents é, emoji 🚀'
+    t = now()
+
+    def varied(n: int) -> Any:
+        return make_record(
+            n,
+            payload={"n": n, "text": odd, "nested": {"list": [1, 2.5, None, True]}},
+            priority=-3 if n % 2 else 7,
+            max_retries=n % 4,
+            timeout=None if n % 3 else 12.5,
+            created_at=t + n / 1000,
+            available_at=t - 1 + n / 1000,
+            last_error=odd if n % 5 == 0 else None,
+            meta={"trace": odd} if n % 2 else {},
+        )
+
+    driver = await open_pg(tables)
+    try:
+        one = varied(0)
+        small = [varied(n) for n in range(1, 6)]
+        large = [varied(n) for n in range(6, 60)]
+        assert await driver.push(one)
+        await driver.push_many(small)
+        await driver.push_many(large)
+        pushed = {r.id: r for r in [one, *small, *large]}
+        got = await driver.reserve_many(None, lease=LEASE, limit=100)
+        assert len(got) == len(pushed)
+        for record in got:
+            want = pushed[record.id].to_json()
+            have = record.to_json()
+            for volatile in ("attempts", "reserved_until", "lease_token"):
+                want.pop(volatile)
+                have.pop(volatile)
+            assert have == want
+    finally:
+        await driver.close()
+
+
+async def test_a_large_payload_travels_beside_small_statements(tables: dict[str, str]) -> None:
+    driver = await open_pg(tables)
+    try:
+        big = make_record(0, payload={"n": 0, "blob": "x" * 4_000_000})
+        small = [make_record(n) for n in range(1, 30)]
+        assert all(await asyncio.gather(driver.push(big), *(driver.push(r) for r in small)))
+        got = await driver.reserve_many(None, lease=LEASE, limit=50)
+        by_id = {r.id: r for r in got}
+        assert len(by_id) == 30
+        assert by_id[big.id].payload == big.payload
+    finally:
+        await driver.close()
+
+
+def test_pipelined_statements_take_the_row_in_column_order() -> None:
+    from queuekit.drivers.database.postgres_sql import PostgresStatements
+    from queuekit.drivers.database.schema import JOB_COLUMNS
+
+    hot = PostgresStatements.render("jobs", "failed").hot
+    assert hot.insert_job.params == JOB_COLUMNS
+    assert hot.insert_job_notify.params == (*JOB_COLUMNS, "channel")
+    assert hot.reserve_across_queues(1).params == ("until", "token", "now")
+    assert b"LIMIT 1\n" in hot.reserve_across_queues(1).text
+    assert hot.reserve_across_queues(10_000) is hot.reserve_any
+    assert hot.reserve_any.name == b"" and hot.reserve_queue.name == b""
 
 
 async def test_a_batch_with_a_taken_unique_key_stores_nothing(tables: dict[str, str]) -> None:

@@ -1,12 +1,14 @@
 """``PostgresDriver``: the PostgreSQL dialect of the ``database`` driver (psycopg 3, async).
 
 Many workers on many machines share one PostgreSQL database. Almost every operation is one SQL
-statement in autocommit (see ``postgres_sql``), so it is one round trip and atomic on its own:
+statement in autocommit (see ``postgres_sql``), so it is one round trip and atomic on its own.
+The frequent ones run on one pipelined session per driver (see ``postgres_pipeline``), where
+concurrent statements share round trips; the rest use a connection pool.
 
 - ``reserve`` / ``reserve_many`` lease due jobs with ``FOR UPDATE SKIP LOCKED``, reclaiming
   expired leases and counting the attempt in the same statement;
 - ``extend``, ``complete``, ``release`` and ``fail`` are fenced by ``id AND lease_token``;
-- ``push_many`` is all or nothing: one INSERT for a few jobs, one COPY transaction for more;
+- ``push_many`` is all or nothing: one INSERT for a few jobs, one binary COPY for more;
 - ``complete`` and ``complete_many`` (one DELETE for many) commit without waiting for the disk:
   only a crash of the database server can undo one, and then the job runs again (at least once);
 - a push of a due job sends ``NOTIFY``; a waiting ``reserve`` listens on one dedicated connection
@@ -38,15 +40,16 @@ from ...errors import CorruptStoreError, DriverError, DuplicateJobError, Payload
 from ...record import JobRecord
 from ..base import Capability, QueueDriver, QueueStats
 from .options import DatabaseOptions
-from .postgres_sql import PostgresStatements, channel_name
+from .postgres_pipeline import PipelinedSession, Statement
+from .postgres_sql import COPY_TYPES, PostgresStatements, channel_name
 from .schema import JOB_COLUMNS, SCHEMA_VERSION, record_from_row, record_to_row
 
 __all__ = ["PostgresDriver"]
 
 log = logging.getLogger("queuekit.database.postgres")
 
-# Up to this many rows, push_many is one INSERT (one round trip); above it, COPY in a transaction
-# (four round trips, but psycopg encodes COPY rows in C, while array parameters cost ~2 us a value).
+# Up to this many rows, push_many is one INSERT (one round trip); above it, one COPY (two round
+# trips, but psycopg encodes COPY rows in C, while array parameters cost ~2 us a value).
 _INSERT_ROWS = 16
 _LISTEN_BACKOFF_MAX = 5.0
 
@@ -142,6 +145,9 @@ class PostgresDriver(QueueDriver):
             "connect_timeout": max(1, round(self.options.connect_timeout)),
         }
         self._pool: AsyncConnectionPool | None = None
+        self._session: PipelinedSession | None = None
+        # Hand-backs of reservations whose caller was cancelled mid-flight (see _take).
+        self._handbacks: set[asyncio.Task[None]] = set()
         self._wakeups = _Wakeups()
         self._listener: asyncio.Task[None] | None = None
         # Set once the first LISTEN attempt is over, whether it worked or not.
@@ -168,6 +174,10 @@ class PostgresDriver(QueueDriver):
             await pool.close()
             raise DriverError(f"{self._where}: cannot connect: {e}") from e
         self._pool = pool
+        # Opens its connection on the first frequent statement, after the schema exists.
+        self._session = PipelinedSession(
+            self._conninfo, self._connect_kwargs, size=self.options.pool_size
+        )
         try:
             await self._create_schema()
         except BaseException:
@@ -197,6 +207,11 @@ class PostgresDriver(QueueDriver):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+        if self._handbacks:
+            await asyncio.wait(set(self._handbacks), timeout=self.options.connect_timeout)
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -205,6 +220,11 @@ class PostgresDriver(QueueDriver):
         if self._pool is None:
             raise DriverError(f"{self._where}: the driver is not connected (call connect())")
         return self._pool
+
+    def _live_session(self) -> PipelinedSession:
+        if self._session is None:
+            raise DriverError(f"{self._where}: the driver is not connected (call connect())")
+        return self._session
 
     def _failure(self, action: str, error: Exception) -> DriverError:
         return DriverError(f"{self._where}: {action} failed: {error}")
@@ -218,7 +238,7 @@ class PostgresDriver(QueueDriver):
         except (psycopg.Error, OSError) as e:
             raise self._failure(action, e) from e
 
-    # _execute and _fetch are the hot path of every operation: no context-manager generator.
+    # _execute and _fetch run the pooled statements: no context-manager generator per call.
 
     async def _execute(self, action: str, query: bytes, params: Mapping[str, Any]) -> int:
         """Run one statement; returns its row count."""
@@ -237,6 +257,26 @@ class PostgresDriver(QueueDriver):
             async with self._live_pool().connection() as conn:
                 cur = await conn.execute(query, params)
                 return await cur.fetchall()
+        except (psycopg.Error, OSError) as e:
+            raise self._failure(action, e) from e
+
+    async def _run(self, action: str, statement: Statement, args: Sequence[Any]) -> int:
+        """Run one statement on the pipelined session; returns its row count."""
+        try:
+            return await self._live_session().execute(statement, args)
+        except (psycopg.Error, OSError) as e:
+            raise self._failure(action, e) from e
+
+    async def _run_fetch(
+        self,
+        action: str,
+        statement: Statement,
+        args: Sequence[Any],
+        orphaned: Any = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on the pipelined session; returns its rows."""
+        try:
+            return await self._live_session().fetch(statement, args, orphaned=orphaned)
         except (psycopg.Error, OSError) as e:
             raise self._failure(action, e) from e
 
@@ -293,24 +333,40 @@ class PostgresDriver(QueueDriver):
 
     # -- pushing ---------------------------------------------------------------------------
 
-    def _row(self, record: JobRecord) -> dict[str, Any]:
-        params = dict(zip(JOB_COLUMNS, record_to_row_checked(record), strict=True))
-        params["channel"] = self._channel
-        return params
-
     async def push(self, record: JobRecord, **options: Any) -> bool:
         """Insert one job; False when a pending or running job holds its ``unique_key``.
 
         ``connection=`` a psycopg ``AsyncConnection`` or ``Connection`` writes the job through
         that connection, inside its open transaction: it exists iff that transaction commits.
         """
-        params = self._row(record)
+        row = record_to_row_checked(record)
         # A delayed job wakes nobody: idle workers would only find it not yet due.
-        query = self.sql.push_notify if record.available_at <= now() else self.sql.push
+        due = record.available_at <= now()
         connection = options.get("connection")
+        if connection is None and record.unique_key is None:
+            return await self._insert(row, due)
+        params = dict(zip(JOB_COLUMNS, row, strict=True))
+        params["channel"] = self._channel
+        query = self.sql.push_notify if due else self.sql.push
         if connection is not None:
             return await self._push_on(connection, query, params) == 1
+        # The INSERT of a unique job waits while a transaction that is still open holds an equal
+        # key: on a pooled connection, so that it holds up no other statement.
         return await self._execute("push", query, params) == 1
+
+    async def _insert(self, row: tuple[Any, ...], due: bool) -> bool:
+        """Insert a job without a unique_key on the pipelined session."""
+        hot = self.sql.hot
+        try:
+            if due:
+                await self._live_session().execute(hot.insert_job_notify, (*row, self._channel))
+            else:
+                await self._live_session().execute(hot.insert_job, row)
+        except psycopg.errors.UniqueViolation:
+            return False  # its id is taken (the same record pushed twice): not stored
+        except (psycopg.Error, OSError) as e:
+            raise self._failure("push", e) from e
+        return True
 
     async def _push_on(self, connection: Any, query: bytes, params: Mapping[str, Any]) -> int:
         """Run a push statement on the caller's connection, in its transaction."""
@@ -329,7 +385,7 @@ class PostgresDriver(QueueDriver):
         )
 
     async def push_many(self, records: Sequence[JobRecord], **options: Any) -> None:
-        """Insert every record or none: one INSERT for a few, COPY in one transaction for more.
+        """Insert every record or none: one INSERT for a few, one binary COPY for more.
 
         Raises ``DuplicateJobError`` (storing nothing) when an id or ``unique_key`` is taken.
         ``connection=`` writes the batch inside the caller's open transaction, as ``push``.
@@ -351,8 +407,12 @@ class PostgresDriver(QueueDriver):
                 params.update(channel=self._channel, now=at)
                 await self._execute("push a batch", self.sql.push_many, params)
             else:
-                async with self._connection("push a batch") as conn, conn.transaction():
-                    await self._copy(conn, rows, due)
+                async with self._connection("push a batch") as conn:
+                    # Autocommit: the COPY is its own transaction, all rows or none.
+                    await self._copy(conn, rows)
+                    if due:
+                        params = {"channel": self._channel, "queues": due}
+                        await conn.execute(self.sql.notify_committed, params)
         except DriverError as e:
             if isinstance(e.__cause__, psycopg.errors.UniqueViolation):
                 raise DuplicateJobError(
@@ -361,23 +421,29 @@ class PostgresDriver(QueueDriver):
                 ) from e.__cause__
             raise
 
-    async def _copy(
+    async def _copy(self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
+        """COPY ``rows`` in, in binary, in whatever transaction ``conn`` is in."""
+        async with conn.cursor() as cur, cur.copy(self.sql.copy_jobs) as copy:
+            copy.set_types(COPY_TYPES)
+            for row in rows:
+                await copy.write_row(row)
+
+    async def _copy_notify(
         self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]], due: list[str]
     ) -> None:
         """COPY ``rows`` in and NOTIFY the ``due`` queues, in the transaction ``conn`` is in."""
-        async with conn.cursor() as cur, cur.copy(self.sql.copy_jobs) as copy:
-            for row in rows:
-                await copy.write_row(row)
+        await self._copy(conn, rows)
         if due:
             await conn.execute(self.sql.notify_queues, {"channel": self._channel, "queues": due})
 
-    def _copy_sync(
+    def _copy_notify_sync(
         self, conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]], due: list[str]
     ) -> None:
-        """``_copy`` on a caller's blocking connection (run in a thread)."""
+        """``_copy_notify`` on a caller's blocking connection (run in a thread)."""
         scope = conn.transaction() if _own_transaction(conn) else contextlib.nullcontext()
         with scope, conn.cursor() as cur:
             with cur.copy(self.sql.copy_jobs) as copy:
+                copy.set_types(COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             if due:
@@ -395,12 +461,12 @@ class PostgresDriver(QueueDriver):
             if isinstance(connection, psycopg.AsyncConnection):
                 if _own_transaction(connection):
                     async with connection.transaction():
-                        await self._copy(connection, rows, due)
+                        await self._copy_notify(connection, rows, due)
                 else:
-                    await self._copy(connection, rows, due)
+                    await self._copy_notify(connection, rows, due)
                 return
             if isinstance(connection, psycopg.Connection):
-                await asyncio.to_thread(self._copy_sync, connection, rows, due)
+                await asyncio.to_thread(self._copy_notify_sync, connection, rows, due)
                 return
         except psycopg.Error as e:
             raise DriverError(
@@ -450,14 +516,23 @@ class PostgresDriver(QueueDriver):
         at = now()
         token = new_token()
         params: dict[str, Any] = {"now": at, "until": at + lease, "token": token, "limit": limit}
+
+        def orphaned(rows: list[tuple[Any, ...]]) -> None:
+            # The caller was cancelled while its reservation ran: hand those jobs back now
+            # rather than leave them leased to nobody until the lease runs out.
+            self._hand_back([row[0] for row in rows], token)
+
+        hot = self.sql.hot
         if queues is None:
-            rows = await self._fetch("reserve", self.sql.reserve_any, params)
+            statement = hot.reserve_across_queues(limit)
+            rows = await self._run_fetch("reserve", statement, statement.args(params), orphaned)
         else:
             rows = []
             for queue in queues:
                 params["queue"] = queue
                 params["limit"] = limit - len(rows)
-                rows += await self._fetch("reserve", self.sql.reserve_queue, params)
+                args = hot.reserve_queue.args(params)
+                rows += await self._run_fetch("reserve", hot.reserve_queue, args, orphaned)
                 if len(rows) >= limit:
                     break
         if not rows:
@@ -465,6 +540,20 @@ class PostgresDriver(QueueDriver):
         # RETURNING order is not the reservation order: sort by priority, available_at, seq.
         rows.sort(key=lambda row: (-row[4], row[9], row[-1]))
         return await self._decode_reserved(rows, token)
+
+    def _hand_back(self, ids: list[str], token: str) -> None:
+        """Undo the reservation of ``ids`` (attempt uncounted), in the background."""
+
+        async def hand_back() -> None:
+            try:
+                await self._execute("hand back a reservation", self.sql.unreserve, params)
+            except DriverError as e:
+                log.warning("queuekit: %s (they run again once their lease is over)", e)
+
+        params = {"ids": ids, "token": token}
+        task = asyncio.get_running_loop().create_task(hand_back())
+        self._handbacks.add(task)
+        task.add_done_callback(self._handbacks.discard)
 
     async def _decode_reserved(self, rows: list[tuple[Any, ...]], token: str) -> list[JobRecord]:
         """Rebuild the leased rows; unreadable ones are set aside and reported."""
@@ -507,23 +596,26 @@ class PostgresDriver(QueueDriver):
     async def extend(self, record: JobRecord, *, lease: float) -> bool:
         """Push the lease deadline to ``now + lease``; False if the lease was lost."""
         until = now() + lease
+        extend = self.sql.hot.extend
         params = {"id": record.id, "token": record.lease_token, "until": until}
-        if await self._execute("extend a lease", self.sql.extend, params) != 1:
+        if await self._run("extend a lease", extend, extend.args(params)) != 1:
             return False
         record.reserved_until = until
         return True
 
     async def complete(self, record: JobRecord) -> bool:
         """Delete a finished job; False if the lease was lost."""
-        params = {"id": record.id, "token": record.lease_token}
-        return await self._execute("complete", self.sql.complete, params) == 1
+        complete = self.sql.hot.complete
+        args = complete.args({"id": record.id, "token": record.lease_token})
+        return await self._run("complete", complete, args) == 1
 
     async def complete_many(self, records: Sequence[JobRecord]) -> list[bool]:
         """Delete several finished jobs in one statement; one flag per record."""
         if not records:
             return []
+        complete_many = self.sql.hot.complete_many
         params = {"ids": [r.id for r in records], "tokens": [r.lease_token for r in records]}
-        rows = await self._fetch("complete a batch", self.sql.complete_many, params)
+        rows = await self._run_fetch("complete a batch", complete_many, complete_many.args(params))
         done = {row[0] for row in rows}
         return [r.id in done for r in records]
 
@@ -539,13 +631,14 @@ class PostgresDriver(QueueDriver):
             "error": error,
             "channel": self._channel,
         }
-        query = self.sql.release_notify if delay <= 0 else self.sql.release
-        return await self._execute("release", query, params) == 1
+        statement = self.sql.hot.release_notify if delay <= 0 else self.sql.hot.release
+        return await self._run("release", statement, statement.args(params)) == 1
 
     async def fail(self, record: JobRecord, error: str) -> bool:
         """Move the job to the failed table with ``error``; False if the lease was lost."""
+        fail = self.sql.hot.fail
         params = {"id": record.id, "token": record.lease_token, "error": error, "now": now()}
-        return await self._execute("fail", self.sql.fail, params) == 1
+        return await self._run("fail", fail, fail.args(params)) == 1
 
     # -- inspecting and managing -----------------------------------------------------------
 

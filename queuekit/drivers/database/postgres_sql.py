@@ -5,17 +5,24 @@ once per driver by ``PostgresStatements.render`` with quoted identifiers. Values
 ``%(name)s`` parameters. Every statement runs as ONE statement in autocommit, so each is its own
 transaction: one round trip, and atomic without a BEGIN/COMMIT exchange.
 
+The frequent ones (``PostgresStatements.hot``) are also rendered as ``Statement`` objects with
+``$n`` placeholders, for the driver's pipelined session (see ``postgres_pipeline``). They are the
+statements that never wait for another transaction's lock: a unique job's INSERT can (an equal
+key inserted by a transaction still open) and so goes through the pool.
+
 Instants are float epoch seconds from the client's clock (as the records carry them), so the
 hosts that share a queue keep their clocks in sync (NTP), as they must for ``available_at`` anyway.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from .postgres_pipeline import Statement
 from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE
 
-__all__ = ["PostgresStatements", "channel_name"]
+__all__ = ["COPY_TYPES", "HotStatements", "PostgresStatements", "channel_name"]
 
 _COLUMNS = ", ".join(JOB_COLUMNS)
 _FAILED_COLUMNS = ", ".join(FAILED_COLUMNS)
@@ -33,6 +40,12 @@ _ARRAY_TYPES = {
     "reserved_until": "double precision",
 }
 _UNNEST = ", ".join(f"%({c})s::{_ARRAY_TYPES.get(c, 'text')}[]" for c in JOB_COLUMNS)
+
+#: Postgres types of ``JOB_COLUMNS`` as binary COPY sends them (psycopg names).
+COPY_TYPES: tuple[str, ...] = tuple(
+    {"integer": "int4", "double precision": "float8"}.get(_ARRAY_TYPES.get(c, "text"), "text")
+    for c in JOB_COLUMNS
+)
 
 # -- schema -------------------------------------------------------------------------------------
 
@@ -120,13 +133,16 @@ PUSH = f"INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOT
 
 # PUSH plus a NOTIFY that wakes idle workers. NOTIFY is transactional: inside a caller's
 # transaction it is sent only if that transaction commits, so nobody wakes for a rolled-back job.
-# Returns one row when the job was stored.
-PUSH_NOTIFY = f"""
-WITH stored AS (
-    INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING
-    RETURNING queue
-)
-SELECT pg_notify(%(channel)s, queue) FROM stored"""
+# Returns one row when the job was stored (RETURNING runs only for a stored row).
+PUSH_NOTIFY = f"{PUSH} RETURNING pg_notify(%(channel)s, queue)"
+
+# A job without a unique_key can collide only on its id, new at every dispatch: without ON CONFLICT
+# the INSERT skips the speculative-insertion pass (several percent of its server time). A repeated
+# id raises a unique violation in the statement's own transaction, which push reports as "not
+# stored", as PUSH would. Only for the driver's own autocommit statements: in a caller's
+# transaction an error would abort the caller's work.
+INSERT_JOB = f"INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES})"
+INSERT_JOB_NOTIFY = f"{INSERT_JOB} RETURNING pg_notify(%(channel)s, queue)"
 
 # A small batch in one statement, so all rows commit or none do (a duplicate unique_key raises
 # and stores nothing). ``unnest`` keeps array order, so ``seq`` follows the batch order. One
@@ -139,11 +155,23 @@ WITH stored AS (
 SELECT pg_notify(%(channel)s, queue)
 FROM (SELECT DISTINCT queue FROM stored WHERE available_at <= %(now)s) AS due"""
 
-# A large batch streams through COPY (the fastest way in, with every value encoded by psycopg's C
-# code), inside one transaction with NOTIFY_QUEUES: the rows and the wake-ups commit together or
-# not at all. COPY keeps row order, so ``seq`` follows the batch order.
-COPY_JOBS = f"COPY {{jobs}} ({_COLUMNS}) FROM STDIN"
+# A large batch streams through COPY: the fastest way in, in binary so that psycopg's C code encodes
+# every value and the server parses none. One COPY is one statement, so in autocommit it is its own
+# transaction: every row commits or none does (a duplicate unique_key fails it whole). COPY keeps
+# row order, so ``seq`` follows the batch order.
+COPY_JOBS = f"COPY {{jobs}} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+# The wake-ups of a batch written with COPY. Inside a caller's transaction it is sent only if that
+# transaction commits.
 NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS queue"
+
+# NOTIFY_QUEUES after the driver's own COPY has committed: a woken worker finds the rows. Its
+# commit need not wait for the disk: a notification does not outlive a server crash anyway, and
+# idle workers poll every poll_interval, so a lost wake-up costs at most that.
+NOTIFY_COMMITTED = """
+SELECT pg_notify(%(channel)s, queue)
+FROM unnest(%(queues)s::text[]) AS queue
+WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"""
 
 # -- reserving ----------------------------------------------------------------------------------
 
@@ -164,12 +192,22 @@ WHERE j.id = ANY(ARRAY(
     WHERE {{where}}available_at <= %(now)s
       AND (reserved_until IS NULL OR reserved_until <= %(now)s)
     ORDER BY priority DESC, available_at, seq
-    LIMIT %(limit)s
+    LIMIT {{limit}}
     FOR UPDATE SKIP LOCKED
 ))
 RETURNING {_J_COLUMNS}, j.seq"""
-RESERVE_QUEUE = _RESERVE.format(where="queue = %(queue)s AND ")
-RESERVE_ANY = _RESERVE.format(where="")
+RESERVE_QUEUE = _RESERVE.format(where="queue = %(queue)s AND ", limit="%(limit)s")
+RESERVE_ANY = _RESERVE.format(where="", limit="%(limit)s")
+
+# How the pipelined session plans reservations. Planning one costs the server about as much as
+# running it, so a reservation across every queue for up to RESERVE_PREPARED_UP_TO jobs is a
+# prepared statement with its limit written in: PostgreSQL soon keeps one generic plan for it, an
+# ordered scan of the pick_any index stopped after the limit, the right plan for any table size
+# and any instant (with ``LIMIT $n`` the generic plan is costed for a tenth of the table and never
+# chosen). A reservation in named queues is planned afresh each time with the actual values: a
+# generic plan cannot tell how common the queue is, and one that took it for rare sorted every due
+# row of the queue (tens of milliseconds per reservation on a large table).
+RESERVE_PREPARED_UP_TO = 64
 
 # Undo the reservation of rows a reserve could not hand out (a batch that also held a corrupt
 # row): the attempt is uncounted and the lease dropped, fenced by the token just given out.
@@ -301,6 +339,55 @@ def channel_name(table: str) -> str:
     return f"queuekit_{table}"[:63]
 
 
+_PLACEHOLDER = re.compile(rb"%\((\w+)\)s")
+
+
+def _statement(name: str, statement: bytes) -> Statement:
+    """``statement`` with its ``%(name)s`` parameters numbered ``$1, $2...`` in order of first use.
+
+    The server infers each parameter's type from where it is used, as psycopg lets it for these
+    statements (every one is a column, a comparison with one, or cast). An empty ``name`` gives
+    the unnamed statement, planned at every execution.
+    """
+    params: list[str] = []
+
+    def number(match: re.Match[bytes]) -> bytes:
+        param = match.group(1).decode()
+        if param not in params:
+            params.append(param)
+        return b"$%d" % (params.index(param) + 1)
+
+    text = _PLACEHOLDER.sub(number, statement)
+    return Statement(f"queuekit_{name}".encode() if name else b"", text, tuple(params))
+
+
+@dataclass(frozen=True, slots=True)
+class HotStatements:
+    """The statements of the pipelined session (``$n`` placeholders; see ``Statement``).
+
+    ``insert_job`` takes the row in ``JOB_COLUMNS`` order; ``insert_job_notify`` the row, then
+    the channel. ``reserve_any_up_to[n - 1]`` reserves at most ``n`` jobs across every queue.
+    """
+
+    insert_job: Statement
+    insert_job_notify: Statement
+    reserve_any_up_to: tuple[Statement, ...]
+    reserve_any: Statement
+    reserve_queue: Statement
+    extend: Statement
+    complete: Statement
+    complete_many: Statement
+    release: Statement
+    release_notify: Statement
+    fail: Statement
+
+    def reserve_across_queues(self, limit: int) -> Statement:
+        """The statement reserving up to ``limit`` jobs across every queue (see RESERVE_ANY)."""
+        if limit <= len(self.reserve_any_up_to):
+            return self.reserve_any_up_to[limit - 1]
+        return self.reserve_any
+
+
 @dataclass(frozen=True, slots=True)
 class PostgresStatements:
     """The statements of one (jobs table, failed table) pair, ready to execute (as bytes)."""
@@ -315,14 +402,8 @@ class PostgresStatements:
     push_many: bytes
     copy_jobs: bytes
     notify_queues: bytes
-    reserve_queue: bytes
-    reserve_any: bytes
+    notify_committed: bytes
     unreserve: bytes
-    extend: bytes
-    complete: bytes
-    complete_many: bytes
-    release: bytes
-    release_notify: bytes
     fail: bytes
     failed_all: bytes
     failed_queue: bytes
@@ -333,6 +414,7 @@ class PostgresStatements:
     purge: bytes
     stats_all: bytes
     stats_queues: bytes
+    hot: HotStatements
 
     @classmethod
     def render(cls, table: str, failed_table: str) -> PostgresStatements:
@@ -349,6 +431,22 @@ class PostgresStatements:
         def fill(template: str) -> bytes:
             return template.format(**names).strip().encode()
 
+        hot = HotStatements(
+            insert_job=_statement("insert_job", fill(INSERT_JOB)),
+            insert_job_notify=_statement("insert_job_notify", fill(INSERT_JOB_NOTIFY)),
+            reserve_any_up_to=tuple(
+                _statement(f"reserve_any_{n}", fill(_RESERVE.format(where="", limit=n)))
+                for n in range(1, RESERVE_PREPARED_UP_TO + 1)
+            ),
+            reserve_any=_statement("", fill(RESERVE_ANY)),
+            reserve_queue=_statement("", fill(RESERVE_QUEUE)),
+            extend=_statement("extend", fill(EXTEND)),
+            complete=_statement("complete", fill(COMPLETE)),
+            complete_many=_statement("complete_many", fill(COMPLETE_MANY)),
+            release=_statement("release", fill(RELEASE)),
+            release_notify=_statement("release_notify", fill(RELEASE_NOTIFY)),
+            fail=_statement("fail", fill(FAIL)),
+        )
         return cls(
             schema_lock=fill(SCHEMA_LOCK),
             create=tuple(
@@ -371,14 +469,8 @@ class PostgresStatements:
             push_many=fill(PUSH_MANY),
             copy_jobs=fill(COPY_JOBS),
             notify_queues=fill(NOTIFY_QUEUES),
-            reserve_queue=fill(RESERVE_QUEUE),
-            reserve_any=fill(RESERVE_ANY),
+            notify_committed=fill(NOTIFY_COMMITTED),
             unreserve=fill(UNRESERVE),
-            extend=fill(EXTEND),
-            complete=fill(COMPLETE),
-            complete_many=fill(COMPLETE_MANY),
-            release=fill(RELEASE),
-            release_notify=fill(RELEASE_NOTIFY),
             fail=fill(FAIL),
             failed_all=fill(FAILED_ALL),
             failed_queue=fill(FAILED_QUEUE),
@@ -389,4 +481,5 @@ class PostgresStatements:
             purge=fill(PURGE),
             stats_all=fill(STATS_ALL),
             stats_queues=fill(STATS_QUEUES),
+            hot=hot,
         )
