@@ -300,3 +300,12 @@ async def test_default_reserve_many_takes_up_to_limit() -> None:
     await driver.push_many([make_record(i) for i in range(4)])
     got = await Base.reserve_many(driver, None, lease=30, limit=3)
     assert [r.payload["n"] for r in got] == [0, 1, 2]
+
+
+def test_a_driver_must_define_reserve_or_reserve_many() -> None:
+    from queuekit.drivers.base import QueueDriver as Base
+
+    with pytest.raises(TypeError, match="must define reserve\\(\\) or reserve_many\\(\\)"):
+
+        class Neither(Base):  # type: ignore[misc]
+            pass

@@ -96,14 +96,22 @@ class QueueDriver(ABC):
         for record in records:
             await self.push(record, **options)
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # reserve and reserve_many default to each other: a driver must define at least one.
+        if cls.reserve is QueueDriver.reserve and cls.reserve_many is QueueDriver.reserve_many:
+            raise TypeError(f"{cls.__name__} must define reserve() or reserve_many()")
+
     async def reserve(
         self, queues: Sequence[str] | None, *, lease: float, wait: float = 0.0
     ) -> JobRecord | None:
         """Lease the next due job of ``queues`` (None = every queue; a list is tried in order).
 
         Waits up to ``wait`` seconds for one to become available; returns None if none did.
+        The default is ``reserve_many`` with ``limit=1``.
         """
+        records = await self.reserve_many(queues, lease=lease, limit=1, wait=wait)
+        return records[0] if records else None
 
     async def reserve_many(
         self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0

@@ -230,12 +230,6 @@ class RedisDriver(QueueDriver):
 
     # -- reserving -------------------------------------------------------------------------
 
-    async def reserve(
-        self, queues: Sequence[str] | None, *, lease: float, wait: float = 0.0
-    ) -> JobRecord | None:
-        records = await self.reserve_many(queues, lease=lease, limit=1, wait=wait)
-        return records[0] if records else None
-
     async def reserve_many(
         self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
     ) -> list[JobRecord]:
