@@ -222,6 +222,16 @@ class DriverContract:
         got = await asyncio.wait_for(waiting, 15.0)
         assert got is not None and got.id == record.id
 
+    async def test_reserve_wait_on_several_queues_wakes_for_any_of_them(
+        self, driver: QueueDriver, second: QueueDriver
+    ) -> None:
+        waiting = asyncio.create_task(driver.reserve(["qa", "qb"], lease=LEASE, wait=10.0))
+        await asyncio.sleep(0.1)
+        record = make_record(queue="qb")
+        await second.push(record)
+        got = await asyncio.wait_for(waiting, 15.0)
+        assert got is not None and got.id == record.id
+
     async def test_reserve_wait_picks_up_a_delayed_job_when_due(self, driver: QueueDriver) -> None:
         _needs(driver, Capability.DELAY)
         record = make_record(available_at=now() + SHORT)
@@ -260,6 +270,34 @@ class DriverContract:
         assert await driver.fail(old, "late") is False
         assert (await second.stats(["default"]))["default"]["reserved"] == 1
         assert await second.complete(new) is True
+
+    async def test_a_reclaimed_job_keeps_its_place(
+        self, driver: QueueDriver, second: QueueDriver
+    ) -> None:
+        first = make_record(1)
+        await driver.push(first)
+        assert await driver.reserve(None, lease=SHORT) is not None
+        newer = make_record(2)
+        await driver.push(newer)
+        await asyncio.sleep(SHORT + 0.2)
+        got = await second.reserve(None, lease=LEASE)
+        assert got is not None and got.id == first.id, "older work is not sent to the back"
+
+    async def test_a_released_high_priority_job_still_goes_first_once_due(
+        self, driver: QueueDriver
+    ) -> None:
+        _needs(driver, Capability.PRIORITY)
+        _needs(driver, Capability.DELAY)
+        high = make_record(1, priority=5)
+        await driver.push(high)
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None
+        assert await driver.release(got, delay=SHORT)
+        low = make_record(2, priority=0)
+        await driver.push(low)
+        await asyncio.sleep(SHORT + 0.1)
+        again = await driver.reserve(None, lease=LEASE)
+        assert again is not None and again.id == high.id
 
     async def test_complete_after_expiry_succeeds_while_nobody_took_over(
         self, driver: QueueDriver
@@ -384,6 +422,14 @@ class DriverContract:
         assert await driver.reserve(["p"], lease=LEASE) is None
         got = await driver.reserve(["keep"], lease=LEASE)
         assert got is not None and got.id == keep.id
+
+    async def test_purge_leaves_reserved_jobs_alone(self, driver: QueueDriver) -> None:
+        await driver.push(make_record(1))
+        running = await driver.reserve(None, lease=LEASE)
+        assert running is not None
+        await driver.push(make_record(2))
+        assert await driver.purge("default") == 1
+        assert await driver.complete(running) is True
 
     async def test_stats_counts_every_state(self, driver: QueueDriver) -> None:
         for i in range(4):
