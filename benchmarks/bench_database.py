@@ -7,6 +7,11 @@ the same run (its consumer with 1 and 10 worker threads). Prints one table.
     python benchmarks/bench_database.py              # N = 10,000, every backend
     python benchmarks/bench_database.py --quick      # N = 1,000
     python benchmarks/bench_database.py --only sqlite
+    python benchmarks/bench_database.py --only sqlite --repeat 3   # medians and ranges
+
+On a shared or loaded machine one run can be off by a third either way, for the peers as much as
+for queuekit: ``--repeat`` runs every backend (peers included) several times, interleaved, and
+prints the median rate of each line with its range; ratios compare medians.
 
 Drain time is measured inside the worker process, from its first reservation to its last job,
 so process start-up is not counted (for Huey: first task started to last task completed).
@@ -62,6 +67,11 @@ class Row:
     def rate(self) -> float:
         """Jobs per second."""
         return self.jobs / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The line of the table this measurement belongs to."""
+        return (self.backend, self.system, self.operation)
 
 
 # -- queuekit, generic over a config dict ----------------------------------------------------
@@ -252,22 +262,33 @@ BACKENDS: dict[str, Callable[[int], list[Row]]] = {
 
 
 def print_table(rows: list[Row]) -> None:
-    """Print the rows; SQLite rows also as a multiple of Huey's rate in the same run.
+    """Print one line per measurement (the median of repeated runs, with their range).
 
-    Huey has no batch enqueue, so batch rows are compared with its one-by-one enqueue.
+    SQLite lines also show the multiple of Huey's median rate. Huey has no batch enqueue, so
+    batch lines are compared with its one-by-one enqueue.
     """
-    peer = {r.operation: r.rate for r in rows if r.system == "huey"}
+    runs: dict[tuple[str, str, str], list[Row]] = {}
+    for r in rows:
+        runs.setdefault(r.key, []).append(r)
+    # The lower median of each line: a real run, so its seconds and rate match.
+    median = {key: sorted(rs, key=lambda r: r.rate)[(len(rs) - 1) // 2] for key, rs in runs.items()}
+    peer = {key[2]: r.rate for key, r in median.items() if key[1] == "huey"}
+    repeated = any(len(rs) > 1 for rs in runs.values())
     columns = f"{'backend':<18} {'system':<9} {'operation':<20} {'jobs':>7} {'seconds':>8}"
-    header = f"{columns} {'jobs/s':>9}  vs huey"
+    header = f"{columns} {'jobs/s':>9}" + (f" {'range':>15}" if repeated else "") + "  vs huey"
     print(header)
     print("-" * len(header))
-    for r in rows:
+    for key, r in median.items():
         ratio = ""
         if r.system == "queuekit" and r.backend.startswith("sqlite"):
             base = peer.get("dispatch 1 by 1" if "batch" in r.operation else r.operation)
             ratio = f"{r.rate / base:6.2f}x" if base else ""
         line = f"{r.backend:<18} {r.system:<9} {r.operation:<20} {r.jobs:>7} {r.seconds:>8.3f}"
-        print(f"{line} {r.rate:>9.0f}  {ratio}")
+        spread = ""
+        if repeated:
+            rates = [x.rate for x in runs[key]]
+            spread = f" {f'{min(rates):.0f}-{max(rates):.0f}':>15}"
+        print(f"{line} {r.rate:>9.0f}{spread}  {ratio}")
     if peer:
         print(
             "\nHuey runs with its defaults (SQLite synchronous=FULL: an fsync per commit);"
@@ -282,6 +303,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N = 1,000 instead of 10,000")
     parser.add_argument("-n", type=int, default=None, help="jobs per measurement")
     parser.add_argument("--only", action="append", choices=sorted(BACKENDS), help="backend(s)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of every backend; prints medians and ranges"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--huey-worker", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=0, help=argparse.SUPPRESS)
@@ -295,11 +319,16 @@ def main() -> None:
         return
     n = args.n or (1_000 if args.quick else 10_000)
     rows: list[Row] = []
-    for name in args.only or list(BACKENDS):
-        try:
-            rows += BACKENDS[name](n)
-        except Exception as e:  # one unreachable server must not hide the other figures
-            print(f"{name}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+    skipped: set[str] = set()
+    for _ in range(max(args.repeat, 1)):
+        for name in args.only or list(BACKENDS):
+            if name in skipped:
+                continue
+            try:
+                rows += BACKENDS[name](n)
+            except Exception as e:  # one unreachable server must not hide the other figures
+                skipped.add(name)
+                print(f"{name}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
     print_table(rows)
 
 
