@@ -202,10 +202,7 @@ class ClientTransport:
     async def block(self, keys: Sequence[str], timeout: float) -> None:
         """BLPOP through the client. On a cluster each queue's list lives in a slot of its own
         and one BLPOP may name one slot only: there it waits on every list at once."""
-        # A wait longer than the client's socket timeout would read as a dead server.
-        socket_timeout = _socket_timeout(self.client)
-        if socket_timeout is not None:
-            timeout = max(min(timeout, socket_timeout * 0.8), 0.01)
+        timeout = self._fit(timeout)
         if not self.cluster or len(keys) == 1:
             await self._call("BLPOP", self.client.blpop(list(keys), timeout=timeout))
             return
@@ -230,9 +227,28 @@ class ClientTransport:
         skeys: Sequence[str],
         args: Sequence[Any],
     ) -> Any:
-        """``block``, then ``run_script``: two round trips through a redis-py client."""
-        await self.block(keys, timeout)
-        return await self.run_script(script, skeys, args)
+        """``block``, then ``run_script``, in one round trip where the client can.
+
+        Outside a cluster both go out in one pipeline on one connection: Redis runs the script
+        the instant the pop returns, so a woken worker gets its job without a second round trip.
+        """
+        if self.cluster:
+            await self.block(keys, timeout)
+            return await self.run_script(script, skeys, args)
+        import redis.exceptions as rex
+
+        pipe = self.client.pipeline(transaction=False)
+        pipe.blpop(list(keys), timeout=self._fit(timeout))
+        pipe.evalsha(script.sha, len(skeys), *skeys, *args)
+        replies = await self._call("BLPOP + script", pipe.execute(raise_on_error=False))
+        reply = replies[1]
+        if isinstance(reply, rex.NoScriptError):
+            return await self.run_script(script, skeys, args)
+        if isinstance(reply, Exception):
+            raise DriverError(
+                f"Redis {self.description}: script {script.name} failed: {reply}"
+            ) from reply
+        return reply
 
     async def close(self) -> None:
         """Close the client if the driver made it; a client passed in belongs to the caller."""
