@@ -199,6 +199,14 @@ class ClientTransport:
             out.append(reply)
         return out
 
+    def _fit(self, timeout: float) -> float:
+        """``timeout`` cut to fit in the client's socket timeout: a blocking wait longer than
+        that would read as a dead server."""
+        socket_timeout = _socket_timeout(self.client)
+        if socket_timeout is not None:
+            timeout = min(timeout, socket_timeout * 0.8)
+        return max(timeout, 0.01)
+
     async def block(self, keys: Sequence[str], timeout: float) -> None:
         """BLPOP through the client. On a cluster each queue's list lives in a slot of its own
         and one BLPOP may name one slot only: there it waits on every list at once."""
