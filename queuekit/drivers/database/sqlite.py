@@ -323,10 +323,10 @@ class SQLiteDriver(QueueDriver):
         thread, self._thread = self._thread, None
         if thread is None:
             return
-        try:
-            await thread.submit(_CLOSE, _close_connection, ())
-        finally:
-            thread.join()  # it ends right after answering the close
+        # The thread ends right after running the close, whatever its outcome; waiting for it
+        # only once it answered keeps a cancelled close from blocking the event loop.
+        await thread.submit(_CLOSE, _close_connection, ())
+        thread.join()
 
     async def _call(self, kind: int, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the connection thread; SQLite errors become ``DriverError``.
@@ -337,7 +337,7 @@ class SQLiteDriver(QueueDriver):
         if thread is None:
             raise DriverError(f"SQLite queue {self.path!r}: the driver is not connected")
         try:
-            return await thread.submit(kind, fn, args)  # type: ignore[no-any-return]
+            return await thread.submit(kind, fn, args)
         except sqlite3.Error as e:
             raise self._wrap(e) from e
 
@@ -521,21 +521,17 @@ class SQLiteDriver(QueueDriver):
         params: dict[str, Any] = {"now": at, "until": at + lease, "limit": limit}
         sql = self.sql
         if queues is None:
-            rows = conn.execute(sql.take_one_any if limit == 1 else sql.take_any, params).fetchall()
+            statement = sql.take_one_any if limit == 1 else sql.take_any
+            rows = _in_order(conn.execute(statement, params).fetchall())
         else:
             rows = []
             for queue_name in queues:  # a list of queues is tried in order
                 params["queue"] = queue_name
                 params["limit"] = wanted = limit - len(rows)
                 statement = sql.take_one_queue if wanted == 1 else sql.take_queue
-                taken = conn.execute(statement, params).fetchall()
-                if len(taken) > 1:
-                    taken.sort(key=reservation_order)
-                rows.extend(taken)
+                rows += _in_order(conn.execute(statement, params).fetchall())
                 if len(rows) >= limit:
                     break
-        if len(rows) > 1 and queues is None:
-            rows.sort(key=reservation_order)  # RETURNING gives no order: put it back
         records: list[JobRecord] = []
         corrupt: list[tuple[int, CorruptStoreError]] = []
         table = self.options.table
@@ -692,6 +688,13 @@ class SQLiteDriver(QueueDriver):
 
     async def purge(self, queue: str) -> int:
         return await self._call(_STATEMENT, _count, self.sql.purge, (queue,))
+
+
+def _in_order(rows: list[Any]) -> list[Any]:
+    """Leased rows in reservation order: ``RETURNING`` hands them back in none."""
+    if len(rows) > 1:
+        rows.sort(key=reservation_order)
+    return rows
 
 
 def _count(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
