@@ -18,7 +18,8 @@ from queuekit.drivers.database.schema import (
     SCHEMA_VERSION,
     record_to_row,
 )
-from queuekit.drivers.database.sqlite import _WRITE, SQLiteDriver, _ConnectionThread
+from queuekit.drivers.database.sqlite import SQLiteDriver
+from queuekit.drivers.database.sqlite_thread import WRITE, ConnectionThread
 from queuekit.errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
 from queuekit.manager import QueueManager
 from queuekit.testing import ContractJob, DriverContract, make_record
@@ -327,13 +328,13 @@ class GroupSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
-        run_group = _ConnectionThread._run_group
+        run_group = ConnectionThread._run_group
 
-        def spy(thread: _ConnectionThread, ops: list, outcomes: list) -> None:  # type: ignore[type-arg]
+        def spy(thread: ConnectionThread, ops: list, outcomes: list) -> None:  # type: ignore[type-arg]
             self.sizes.append(len(ops))
             run_group(thread, ops, outcomes)
 
-        monkeypatch.setattr(_ConnectionThread, "_run_group", spy)
+        monkeypatch.setattr(ConnectionThread, "_run_group", spy)
 
 
 async def queued_behind_the_write_lock(
@@ -410,7 +411,7 @@ async def test_a_transaction_sqlite_abandons_is_run_again_without_the_failing_wr
 
     try:
         results = await queued_behind_the_write_lock(
-            path, driver, driver.push(before), driver._call(_WRITE, abandon), driver.push(after)
+            path, driver, driver.push(before), driver._call(WRITE, abandon), driver.push(after)
         )
         assert results[0] is True and results[2] is True
         assert isinstance(results[1], DriverError) and "disk I/O error" in str(results[1])

@@ -19,12 +19,9 @@ survives a power cut, at a cost per commit).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -44,6 +41,7 @@ from .common import (
 from .options import DatabaseOptions
 from .schema import SCHEMA_VERSION, record_from_row, record_to_row, row_source
 from .sqlite_statements import SQLiteStatements
+from .sqlite_thread import CLOSE, OPEN, READ, STATEMENT, WRITE, ConnectionThread
 
 __all__ = ["SQLiteDriver"]
 
@@ -52,25 +50,6 @@ log = logging.getLogger("queuekit.drivers.sqlite")
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
-
-# How an operation meets the connection (see ``_ConnectionThread``).
-_READ = 0  # alone, outside any transaction: never waits for the write lock
-_WRITE = 1  # inside the next group transaction, in a savepoint of its own
-_STATEMENT = 2  # one write statement and nothing after it that can fail: joins a group, or
-# alone commits on its own
-_OPEN = 3  # opens the connection the later operations use
-_CLOSE = 4  # closes it and ends the thread
-_WRITES = (_WRITE, _STATEMENT)
-
-#: Most operations one group transaction takes, so a burst of writes still commits in steps.
-_GROUP_LIMIT = 256
-
-# (kind, fn(conn, *args), args, future, loop)
-_Op = tuple[
-    int, Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", asyncio.AbstractEventLoop
-]
-# (op, succeeded, result or exception)
-_Outcome = tuple[_Op, bool, Any]
 
 
 def _parse_url(url: str) -> tuple[str, str]:
@@ -103,176 +82,6 @@ def _parse_url(url: str) -> tuple[str, str]:
     return path, synchronous
 
 
-class _ConnectionThread:
-    """The one thread that owns a driver's ``sqlite3`` connection and runs every statement.
-
-    Callers on any event loop ``submit`` an operation and await its future. The thread takes
-    every operation queued so far as one batch:
-
-    - consecutive writes run in ONE ``BEGIN IMMEDIATE ... COMMIT``, each inside its own
-      savepoint (a one-statement write needs none: SQLite undoes a failed statement itself), so
-      an operation that raises is rolled back alone and the others still commit;
-    - if SQLite itself abandons the transaction (disk full, I/O error), the failing operation
-      gets its error and the others run again in a fresh transaction, since nothing of theirs
-      was committed or answered;
-    - reads run alone outside any transaction, so they never wait for the write lock;
-    - futures are resolved only after the ``COMMIT`` returned, with one wake-up per event loop
-      for the whole batch.
-    """
-
-    def __init__(self, name: str, label: str) -> None:
-        self.conn: sqlite3.Connection | None = None
-        self._label = label  # how errors name the queue: "SQLite queue 'jobs.db'"
-        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(
-        self, kind: int, fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> asyncio.Future[Any]:
-        """Queue ``fn(conn, *args)``; the future resolves once its effect is committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put((kind, fn, args, future, loop))
-        return future
-
-    def join(self) -> None:
-        """Wait for the thread to end (after a ``_CLOSE`` operation)."""
-        self._thread.join()
-
-    # -- on the thread -------------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        pending = self._queue
-        while True:
-            batch = [pending.get()]
-            while len(batch) < _GROUP_LIMIT and not pending.empty():
-                batch.append(pending.get())
-            outcomes: list[_Outcome] = []
-            try:
-                stopping = self._run_batch(batch, outcomes)
-            except BaseException as e:  # a bug here must not leave callers waiting forever
-                answered = {id(o[0]) for o in outcomes}
-                outcomes += [(op, False, e) for op in batch if id(op) not in answered]
-                stopping = False
-            _deliver_all(outcomes)
-            if stopping:
-                return
-
-    def _run_batch(self, batch: list[_Op], outcomes: list[_Outcome]) -> bool:
-        """Run ``batch`` in order; True once it closed the connection."""
-        index = 0
-        while index < len(batch):
-            op = batch[index]
-            kind = op[0]
-            if kind in _WRITES:
-                end = index + 1
-                while end < len(batch) and batch[end][0] in _WRITES:
-                    end += 1
-                group = [o for o in batch[index:end] if not o[3].cancelled()]
-                if group:
-                    self._run_group(group, outcomes)
-                index = end
-                continue
-            index += 1
-            if kind == _CLOSE:
-                self._run_alone(op, outcomes)
-                closed = DriverError(f"{self._label}: the driver was closed before this ran")
-                outcomes += [(o, False, closed) for o in batch[index:]]
-                return True
-            if not op[3].cancelled() or kind == _OPEN:
-                self._run_alone(op, outcomes)
-        return False
-
-    def _run_alone(self, op: _Op, outcomes: list[_Outcome]) -> None:
-        kind, fn, args = op[0], op[1], op[2]
-        try:
-            value = fn(self.conn, *args)
-        except Exception as e:
-            outcomes.append((op, False, e))
-            return
-        if kind == _OPEN:
-            self.conn = value
-            value = None
-        elif kind == _CLOSE:
-            self.conn = None
-        outcomes.append((op, True, value))
-
-    def _run_group(self, ops: list[_Op], outcomes: list[_Outcome]) -> None:
-        """Run writes in one transaction; each op's outcome is recorded only once committed."""
-        conn = self.conn
-        if conn is None:
-            error = DriverError(f"{self._label}: the connection is not open")
-            outcomes += [(op, False, error) for op in ops]
-            return
-        if len(ops) == 1 and ops[0][0] == _STATEMENT:
-            self._run_alone(ops[0], outcomes)  # one statement is a transaction of its own
-            return
-        alone = len(ops) == 1
-        done: list[_Outcome] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for index, op in enumerate(ops):
-                if alone:  # an error rolls back the whole transaction below: no savepoint
-                    done.append((op, True, op[1](conn, *op[2])))
-                    continue
-                # A failed statement is undone by SQLite itself, so a one-statement operation
-                # needs no savepoint to leave the others' work intact.
-                savepoint = op[0] == _WRITE
-                if savepoint:
-                    conn.execute("SAVEPOINT queuekit_op")
-                try:
-                    value = op[1](conn, *op[2])
-                except Exception as e:
-                    if not conn.in_transaction:
-                        # SQLite rolled the whole transaction back: the others lost their
-                        # effect too, unanswered, so they simply run again.
-                        outcomes.append((op, False, e))
-                        self._run_group(ops[:index] + ops[index + 1 :], outcomes)
-                        return
-                    if savepoint:
-                        conn.execute("ROLLBACK TO queuekit_op")
-                        conn.execute("RELEASE queuekit_op")
-                    done.append((op, False, e))
-                    continue
-                if savepoint:
-                    conn.execute("RELEASE queuekit_op")
-                done.append((op, True, value))
-            conn.execute("COMMIT")
-        except BaseException as e:
-            if conn.in_transaction:  # never leave the connection inside a transaction
-                try:
-                    conn.rollback()
-                except sqlite3.Error:
-                    log.exception(
-                        "queuekit: %s: rolling back a failed transaction failed", self._label
-                    )
-            outcomes += [(op, False, e) for op in ops]  # nothing of theirs was committed
-            return
-        outcomes += done
-
-
-def _deliver_all(outcomes: list[_Outcome]) -> None:
-    """Hand the outcomes to their event loops: one wake-up per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0][4], []).append(outcome)
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody awaits these any more
-            loop.call_soon_threadsafe(_resolve_all, items)
-
-
-def _resolve_all(outcomes: list[_Outcome]) -> None:
-    for op, ok, value in outcomes:
-        future = op[3]
-        if future.done():  # the caller was cancelled meanwhile
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-
 class SQLiteDriver(QueueDriver):
     """The ``database`` driver for ``sqlite:///...`` URLs.
 
@@ -300,7 +109,7 @@ class SQLiteDriver(QueueDriver):
         self.path, self._synchronous = _parse_url(self.options.url)
         self.default_lease = self.options.retry_after
         self.sql = SQLiteStatements(self.options.table, self.options.failed_table)
-        self._thread: _ConnectionThread | None = None
+        self._thread: ConnectionThread | None = None
         self._real_path: str | None = None
         self._changed = ChangeSignal()
 
@@ -310,12 +119,12 @@ class SQLiteDriver(QueueDriver):
         """Open the file (creating folders, tables and indexes) and record the schema version."""
         if self._thread is not None:
             return
-        thread = self._thread = _ConnectionThread("queuekit-sqlite", f"SQLite queue {self.path!r}")
+        thread = self._thread = ConnectionThread("queuekit-sqlite", f"SQLite queue {self.path!r}")
         try:
-            await self._call(_OPEN, self._open)
+            await self._call(OPEN, self._open)
         except BaseException:
             self._thread = None
-            thread.submit(_CLOSE, _close_connection, ())
+            thread.submit(CLOSE, _close_connection, ())
             raise
 
     async def close(self) -> None:
@@ -325,13 +134,13 @@ class SQLiteDriver(QueueDriver):
             return
         # The thread ends right after running the close, whatever its outcome; waiting for it
         # only once it answered keeps a cancelled close from blocking the event loop.
-        await thread.submit(_CLOSE, _close_connection, ())
+        await thread.submit(CLOSE, _close_connection, ())
         thread.join()
 
     async def _call(self, kind: int, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the connection thread; SQLite errors become ``DriverError``.
 
-        ``kind`` says how it meets the transaction (``_READ``, ``_WRITE``, ``_STATEMENT``).
+        ``kind`` says how it meets the transaction (``READ``, ``WRITE``, ``STATEMENT``).
         """
         thread = self._thread
         if thread is None:
@@ -393,7 +202,7 @@ class SQLiteDriver(QueueDriver):
         connection = options.get("connection")
         if connection is not None:
             return self._push_in_caller_transaction(connection, [record])
-        stored = await self._call(_STATEMENT, self._insert_one, record)
+        stored = await self._call(STATEMENT, self._insert_one, record)
         if stored:
             self._changed.notify()
         return stored
@@ -415,7 +224,7 @@ class SQLiteDriver(QueueDriver):
         if connection is not None:
             self._push_in_caller_transaction(connection, records)
             return
-        await self._call(_WRITE, self._insert_all, records)
+        await self._call(WRITE, self._insert_all, records)
         self._changed.notify()
 
     def _insert_all(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
@@ -493,7 +302,7 @@ class SQLiteDriver(QueueDriver):
         while True:
             seen = self._changed.seen
             records, corrupt = await self._call(
-                _WRITE, self._lease_rows, names, lease, max(limit, 1)
+                WRITE, self._lease_rows, names, lease, max(limit, 1)
             )
             if corrupt:
                 # Raised after the commit, so the unreadable rows are already safe in the failed
@@ -514,7 +323,7 @@ class SQLiteDriver(QueueDriver):
     ) -> tuple[list[JobRecord], list[str]]:
         """Lease up to ``limit`` due rows; ``(records, errors of the rows quarantined)``.
 
-        Runs in a ``BEGIN IMMEDIATE`` transaction (a ``_WRITE`` operation): no other connection
+        Runs in a ``BEGIN IMMEDIATE`` transaction (a ``WRITE`` operation): no other connection
         can read the same rows as free in between.
         """
         at = now()
@@ -572,7 +381,7 @@ class SQLiteDriver(QueueDriver):
         if fence is None:
             return False
         until = now() + lease
-        if not await self._call(_STATEMENT, _count, self.sql.extend, (until, *fence)):
+        if not await self._call(STATEMENT, _count, self.sql.extend, (until, *fence)):
             return False
         record.reserved_until = until
         return True
@@ -581,13 +390,13 @@ class SQLiteDriver(QueueDriver):
         fence = fence_of(record)
         if fence is None:
             return False
-        return await self._call(_STATEMENT, _count, self.sql.complete, fence) > 0
+        return await self._call(STATEMENT, _count, self.sql.complete, fence) > 0
 
     async def complete_many(self, records: Sequence[JobRecord]) -> list[bool]:
         """Delete several finished jobs in one transaction; one flag per record."""
         if not records:
             return []
-        return await self._call(_WRITE, self._delete_fenced, [fence_of(r) for r in records])
+        return await self._call(WRITE, self._delete_fenced, [fence_of(r) for r in records])
 
     def _delete_fenced(
         self, conn: sqlite3.Connection, fences: Sequence[tuple[int, str] | None]
@@ -602,7 +411,7 @@ class SQLiteDriver(QueueDriver):
         if fence is None:
             return False
         params = (record.attempts, error, now() + delay, *fence)
-        released = await self._call(_STATEMENT, _count, self.sql.release, params) > 0
+        released = await self._call(STATEMENT, _count, self.sql.release, params) > 0
         if released:
             self._changed.notify()
         return released
@@ -611,7 +420,7 @@ class SQLiteDriver(QueueDriver):
         fence = fence_of(record)
         if fence is None:
             return False
-        return await self._call(_WRITE, self._move_to_failed, fence, error)
+        return await self._call(WRITE, self._move_to_failed, fence, error)
 
     def _move_to_failed(self, conn: sqlite3.Connection, fence: tuple[int, str], error: str) -> bool:
         if conn.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence)).rowcount:
@@ -622,7 +431,7 @@ class SQLiteDriver(QueueDriver):
     # -- inspecting and managing -----------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
-        return select_stats(await self._call(_READ, self._read_stats), queues)
+        return select_stats(await self._call(READ, self._read_stats), queues)
 
     def _read_stats(self, conn: sqlite3.Connection) -> QueueStats:
         at = now()
@@ -640,13 +449,13 @@ class SQLiteDriver(QueueDriver):
 
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
         if queue is None:
-            rows = await self._call(_READ, _fetch_all, self.sql.failed_list, (limit,))
+            rows = await self._call(READ, _fetch_all, self.sql.failed_list, (limit,))
         else:
-            rows = await self._call(_READ, _fetch_all, self.sql.failed_list_queue, (queue, limit))
+            rows = await self._call(READ, _fetch_all, self.sql.failed_list_queue, (queue, limit))
         return decode_failed(rows, self.options.failed_table)
 
     async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
-        moved = await self._call(_WRITE, self._retry_rows, ids)
+        moved = await self._call(WRITE, self._retry_rows, ids)
         if moved:
             self._changed.notify()
         return moved
@@ -679,7 +488,7 @@ class SQLiteDriver(QueueDriver):
         return [row[0] for i in ids for row in conn.execute(self.sql.failed_seqs_of, (i,))]
 
     async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
-        return await self._call(_WRITE, self._forget_rows, ids)
+        return await self._call(WRITE, self._forget_rows, ids)
 
     def _forget_rows(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> int:
         if ids is None:
@@ -687,7 +496,7 @@ class SQLiteDriver(QueueDriver):
         return sum(conn.execute(self.sql.forget_id, (i,)).rowcount for i in ids)
 
     async def purge(self, queue: str) -> int:
-        return await self._call(_STATEMENT, _count, self.sql.purge, (queue,))
+        return await self._call(STATEMENT, _count, self.sql.purge, (queue,))
 
 
 def _in_order(rows: list[Any]) -> list[Any]:
