@@ -16,10 +16,13 @@ In one run, on the server at ``QUEUEKIT_TEST_POSTGRES_URL`` (default
 
 Drain time is measured inside the worker process, from the start of its run to its return, so
 process start-up is not counted. Every system gets tables (or a schema) of its own, dropped at the
-end. Prints one table and the target ratios.
+end. All of it runs ``--rounds`` times in turn (default 3) and the table keeps the best figure of
+each row, with the range over the rounds: load from other processes comes and goes, and a round
+disturbed for one system tells nothing about it. Each target ratio is shown for the best figures
+and for every round.
 
-    python benchmarks/bench_postgres.py            # N = 10,000
-    python benchmarks/bench_postgres.py --quick    # N = 1,000
+    python benchmarks/bench_postgres.py                        # N = 10,000, 3 rounds
+    python benchmarks/bench_postgres.py --quick --rounds 1     # N = 1,000, one pass
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class Row:
     def rate(self) -> float:
         """Jobs (or transactions) per second."""
         return self.jobs / self.seconds if self.seconds > 0 else float("inf")
+
+
+#: The row every dispatch figure is compared with (its figures filled in per round).
+REFERENCE = Row("pgbench", "INSERT, 1 client (mean)", 0, 0.0)
 
 
 def _run_json(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -379,61 +386,113 @@ def procrastinate_rows(n: int) -> list[Row]:
 # -- the table -----------------------------------------------------------------------------------
 
 
-def print_table(rows: list[Row], reference: Row, references: list[Row]) -> None:
-    """Print every row, then the target ratios."""
-    header = f"{'system':<14} {'operation':<22} {'jobs':>7} {'seconds':>8} {'per second':>11}"
+def best_of(rounds: list[list[Row]]) -> tuple[list[Row], dict[tuple[str, str], list[float]]]:
+    """The fastest measurement of each (system, operation) over the rounds, and every rate."""
+    best: dict[tuple[str, str], Row] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
+    for rows in rounds:
+        for r in rows:
+            key = (r.system, r.operation)
+            rates.setdefault(key, []).append(r.rate)
+            if key not in best or r.rate > best[key].rate:
+                best[key] = r
+    return list(best.values()), rates
+
+
+def print_table(rounds: list[list[Row]]) -> None:
+    """Print the best of every row over the rounds (and the range), then the target ratios."""
+    rows, rates = best_of(rounds)
+    header = (
+        f"{'system':<14} {'operation':<23} {'jobs':>7} {'seconds':>8} {'per second':>11}"
+        f"  {'range over rounds':>17}"
+    )
+    print(f"best of {len(rounds)} interleaved round(s); figures depend on the machine's load")
     print(header)
     print("-" * len(header))
-    for r in [*references[:2], reference, *references[2:], *rows]:
-        print(f"{r.system:<14} {r.operation:<22} {r.jobs:>7} {r.seconds:>8.3f} {r.rate:>11.0f}")
+    for r in rows:
+        seen = rates[(r.system, r.operation)]
+        spread = f"{min(seen):.0f}-{max(seen):.0f}" if len(seen) > 1 else ""
+        print(
+            f"{r.system:<14} {r.operation:<23} {r.jobs:>7} {r.seconds:>8.3f} {r.rate:>11.0f}"
+            f"  {spread:>17}"
+        )
 
-    def rate(system: str, operation: str) -> float | None:
-        return next((r.rate for r in rows if (r.system, r.operation) == (system, operation)), None)
+    def rate(round_rows: list[Row], system: str, operation: str) -> float | None:
+        return next(
+            (r.rate for r in round_rows if (r.system, r.operation) == (system, operation)), None
+        )
 
     print()
     print(
-        f"reference: {reference.system} {reference.operation}, mean of the runs before and "
-        "after queuekit's one-by-one dispatch"
+        f"reference: {REFERENCE.system} {REFERENCE.operation}, mean of the runs before and "
+        "after queuekit's one-by-one dispatch in the same round"
     )
-    floor = next((r.rate for r in references if r.system == "psycopg async"), None)
     targets = [
+        ("dispatch 1 by 1 vs single-client INSERT", ("queuekit", "dispatch 1 by 1"), None, 0.9),
         (
-            "dispatch 1 by 1 vs single-client INSERT",
-            rate("queuekit", "dispatch 1 by 1"),
-            reference.rate,
-            0.9,
+            "  psycopg async INSERT loop vs the same",
+            ("psycopg async", "INSERT, 1 client"),
+            None,
+            None,
         ),
-        ("  psycopg async INSERT loop vs the same", floor, reference.rate, None),
         (
             f"dispatch batch {BATCH} vs pgqueuer",
-            rate("queuekit", f"dispatch batch {BATCH}"),
-            rate("pgqueuer", f"dispatch batch {BATCH}"),
+            ("queuekit", f"dispatch batch {BATCH}"),
+            ("pgqueuer", f"dispatch batch {BATCH}"),
             2.0,
         ),
         (
             "drain c=10 vs pgqueuer (batch_size=10)",
-            rate("queuekit", "drain c=10"),
-            rate("pgqueuer", "drain batch_size=10"),
+            ("queuekit", "drain c=10"),
+            ("pgqueuer", "drain batch_size=10"),
             2.0,
         ),
         (
             "drain c=1 vs pgqueuer (batch_size=1)",
-            rate("queuekit", "drain c=1"),
-            rate("pgqueuer", "drain batch_size=1"),
+            ("queuekit", "drain c=1"),
+            ("pgqueuer", "drain batch_size=1"),
             None,
         ),
     ]
+    reference = (REFERENCE.system, REFERENCE.operation)
+    print(f"{'':<42} {'best':>7}  per round")
     for label, ours, theirs, target in targets:
-        if ours is None or not theirs:
+        theirs = theirs or reference
+        best_ours, best_theirs = rate(rows, *ours), rate(rows, *theirs)
+        if best_ours is None or not best_theirs:
             print(f"{label:<42} n/a")
             continue
-        ratio = ours / theirs
+        ratio = best_ours / best_theirs
+        per_round = []
+        for round_rows in rounds:
+            a, b = rate(round_rows, *ours), rate(round_rows, *theirs)
+            per_round.append(f"{a / b:.2f}" if a is not None and b else "n/a")
         verdict = (
             ""
             if target is None
             else f"  target >= {target:g}x: " + ("met" if ratio >= target else "NOT met")
         )
-        print(f"{label:<42} {ratio:6.2f}x{verdict}")
+        print(f"{label:<42} {ratio:6.2f}x  {' '.join(per_round)}{verdict}")
+
+
+def run_round(n: int, seconds: float, peers: list[Callable[[int], list[Row]]]) -> list[Row]:
+    """One measurement of every system: queuekit between two pgbench runs, then the peers."""
+    rows, references = queuekit_rows(n, lambda: insert_reference(seconds))
+    reference = Row(
+        REFERENCE.system,
+        REFERENCE.operation,
+        sum(r.jobs for r in references),
+        sum(r.seconds for r in references),
+    )
+    if references[0].system != REFERENCE.system:  # no pgbench binary: the psycopg loop stands in
+        reference.system = references[0].system
+    rows = [reference, client_floor(seconds / 2), *rows]
+    for peer in peers:
+        try:
+            rows += peer(n)
+        except Exception as e:  # a missing peer must not hide the other figures
+            print(f"{peer.__name__}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+    return rows
 
 
 def main() -> None:
@@ -443,6 +502,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=None, help="jobs per measurement")
     parser.add_argument("--insert-seconds", type=float, default=None, help="pgbench run length")
     parser.add_argument("--skip-peers", action="store_true", help="queuekit and pgbench only")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of everything (best of)")
     parser.add_argument("--queuekit-worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--pgqueuer-dispatch", help=argparse.SUPPRESS)
     parser.add_argument("--pgqueuer-batch", help=argparse.SUPPRESS)
@@ -468,19 +528,9 @@ def main() -> None:
     else:
         n = args.n or (1_000 if args.quick else 10_000)
         seconds = args.insert_seconds or (3.0 if args.quick else 10.0)
-        rows, references = queuekit_rows(n, lambda: insert_reference(seconds))
-        total = sum(r.seconds for r in references)
-        reference = Row(
-            references[0].system, "INSERT, 1 client (mean)", sum(r.jobs for r in references), total
-        )
-        references.append(client_floor(seconds / 2))
-        if not args.skip_peers:
-            for peer in (pgqueuer_rows, procrastinate_rows):
-                try:
-                    rows += peer(n)
-                except Exception as e:  # a missing peer must not hide the other figures
-                    print(f"{peer.__name__}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
-        print_table(rows, reference, references)
+        peers = [] if args.skip_peers else [pgqueuer_rows, procrastinate_rows]
+        # Round after round, best of each: load from other processes comes and goes.
+        print_table([run_round(n, seconds, peers) for _ in range(args.rounds)])
 
 
 if __name__ == "__main__":

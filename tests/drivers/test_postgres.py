@@ -523,6 +523,26 @@ async def test_notify_wakes_an_idle_reserve_from_another_driver(tables: dict[str
         await pusher.close()
 
 
+async def test_a_large_batch_wakes_an_idle_reserve_from_another_driver(
+    tables: dict[str, str],
+) -> None:
+    # A COPY batch sends its NOTIFY once committed, without waiting for it. With a poll interval
+    # and a wait longer than the bound below, only that NOTIFY can end the wait in time.
+    idle = await open_pg(tables, poll_interval=60)
+    pusher = await open_pg(tables)
+    try:
+        waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=60.0))
+        await asyncio.sleep(0.5)  # the reserve is idle and listening by now
+        assert not waiting.done()
+        batch = [make_record(i) for i in range(50)]
+        await pusher.push_many(batch)
+        got = await asyncio.wait_for(waiting, 20)
+        assert got is not None and got.id == batch[0].id
+    finally:
+        await idle.close()
+        await pusher.close()
+
+
 async def test_the_listener_reconnects_after_its_connection_is_killed(
     tables: dict[str, str],
 ) -> None:

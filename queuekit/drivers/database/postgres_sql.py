@@ -167,7 +167,8 @@ NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::te
 
 # NOTIFY_QUEUES after the driver's own COPY has committed: a woken worker finds the rows. Its
 # commit need not wait for the disk: a notification does not outlive a server crash anyway, and
-# idle workers poll every poll_interval, so a lost wake-up costs at most that.
+# idle workers poll every poll_interval, so a lost wake-up costs at most that. (Run on the
+# pipelined session, without waiting for its answer.)
 NOTIFY_COMMITTED = """
 SELECT pg_notify(%(channel)s, queue)
 FROM unnest(%(queues)s::text[]) AS queue
@@ -380,6 +381,7 @@ class HotStatements:
     release: Statement
     release_notify: Statement
     fail: Statement
+    notify_committed: Statement
 
     def reserve_across_queues(self, limit: int) -> Statement:
         """The statement reserving up to ``limit`` jobs across every queue (see RESERVE_ANY)."""
@@ -402,7 +404,6 @@ class PostgresStatements:
     push_many: bytes
     copy_jobs: bytes
     notify_queues: bytes
-    notify_committed: bytes
     unreserve: bytes
     fail: bytes
     failed_all: bytes
@@ -446,6 +447,7 @@ class PostgresStatements:
             release=_statement("release", fill(RELEASE)),
             release_notify=_statement("release_notify", fill(RELEASE_NOTIFY)),
             fail=_statement("fail", fill(FAIL)),
+            notify_committed=_statement("notify_committed", fill(NOTIFY_COMMITTED)),
         )
         return cls(
             schema_lock=fill(SCHEMA_LOCK),
@@ -469,7 +471,6 @@ class PostgresStatements:
             push_many=fill(PUSH_MANY),
             copy_jobs=fill(COPY_JOBS),
             notify_queues=fill(NOTIFY_QUEUES),
-            notify_committed=fill(NOTIFY_COMMITTED),
             unreserve=fill(UNRESERVE),
             fail=fill(FAIL),
             failed_all=fill(FAILED_ALL),
