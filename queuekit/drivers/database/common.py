@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ...errors import CorruptStoreError
@@ -22,6 +22,7 @@ __all__ = [
     "decode_failed",
     "empty_counts",
     "fence_of",
+    "lease_or_wait",
     "reservation_order",
     "select_stats",
 ]
@@ -136,3 +137,37 @@ class ChangeSignal:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+async def lease_or_wait(
+    take: Callable[[], Awaitable[tuple[list[JobRecord], list[str]]]],
+    changed: ChangeSignal,
+    *,
+    wait: float,
+    poll_interval: float,
+    failed_table: str,
+) -> list[JobRecord]:
+    """Call ``take`` until it leases jobs or ``wait`` seconds pass; ``[]`` if none came.
+
+    ``take`` runs one reservation transaction and returns the leased records and the sources of
+    unreadable rows it moved to ``failed_table``. Between tries it sleeps up to
+    ``poll_interval``, less when this process stores work.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        seen = changed.seen
+        records, corrupt = await take()
+        if corrupt:
+            # Raised after the commit, so the unreadable rows are already safe in the failed
+            # table and the next reservation hands out the readable jobs.
+            raise CorruptStoreError(
+                f"{'; '.join(corrupt)}; moved to table {failed_table!r} with the error, "
+                "the other jobs are untouched"
+            )
+        if records:
+            return records
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return []
+        await changed.wait(seen, min(remaining, poll_interval))

@@ -29,6 +29,7 @@ from .common import (
     decode_failed,
     empty_counts,
     fence_of,
+    lease_or_wait,
     select_stats,
 )
 from .mysql_statements import MySQLStatements
@@ -308,27 +309,16 @@ class MySQLDriver(QueueDriver):
     async def reserve_many(
         self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
     ) -> list[JobRecord]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
         names = None if queues is None else tuple(queues)
-        while True:
-            seen = self._changed.seen
-            records, corrupt = await self._transaction(
+        return await lease_or_wait(
+            lambda: self._transaction(
                 lambda cur: self._lease_rows(cur, names, lease, max(limit, 1))
-            )
-            if corrupt:
-                # Raised after the commit: the unreadable rows are safe in the failed table and
-                # the next reservation hands out the readable jobs.
-                raise CorruptStoreError(
-                    f"{'; '.join(corrupt)}; moved to table {self.options.failed_table!r} with "
-                    "the error, the other jobs are untouched"
-                )
-            if records:
-                return records
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            await self._changed.wait(seen, min(remaining, self.options.poll_interval))
+            ),
+            self._changed,
+            wait=wait,
+            poll_interval=self.options.poll_interval,
+            failed_table=self.options.failed_table,
+        )
 
     async def _lease_rows(
         self, cur: _TransactionCursor, queues: tuple[str, ...] | None, lease: float, limit: int

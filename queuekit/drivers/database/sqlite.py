@@ -18,7 +18,6 @@ survives a power cut, at a cost per commit).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sqlite3
@@ -35,6 +34,7 @@ from .common import (
     decode_failed,
     empty_counts,
     fence_of,
+    lease_or_wait,
     reservation_order,
     select_stats,
 )
@@ -287,36 +287,17 @@ class SQLiteDriver(QueueDriver):
 
     # -- reserving -------------------------------------------------------------------------
 
-    async def reserve(
-        self, queues: Sequence[str] | None, *, lease: float, wait: float = 0.0
-    ) -> JobRecord | None:
-        records = await self.reserve_many(queues, lease=lease, limit=1, wait=wait)
-        return records[0] if records else None
-
     async def reserve_many(
         self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
     ) -> list[JobRecord]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
         names = None if queues is None else tuple(queues)
-        while True:
-            seen = self._changed.seen
-            records, corrupt = await self._call(
-                WRITE, self._lease_rows, names, lease, max(limit, 1)
-            )
-            if corrupt:
-                # Raised after the commit, so the unreadable rows are already safe in the failed
-                # table and the next reservation hands out the readable jobs.
-                raise CorruptStoreError(
-                    f"{'; '.join(corrupt)}; moved to table {self.options.failed_table!r} with "
-                    "the error, the other jobs are untouched"
-                )
-            if records:
-                return records
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return []
-            await self._changed.wait(seen, min(remaining, self.options.poll_interval))
+        return await lease_or_wait(
+            lambda: self._call(WRITE, self._lease_rows, names, lease, max(limit, 1)),
+            self._changed,
+            wait=wait,
+            poll_interval=self.options.poll_interval,
+            failed_table=self.options.failed_table,
+        )
 
     def _lease_rows(
         self, conn: sqlite3.Connection, queues: tuple[str, ...] | None, lease: float, limit: int
