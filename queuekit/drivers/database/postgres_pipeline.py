@@ -250,7 +250,10 @@ class _Connection:
         while self.calls:
             call = self.calls.popleft()
             if not call.future.done():
-                call.future.set_exception(error)
+                # The server's own word, when it sent one before closing ("terminating
+                # connection due to administrator command"), says more than the closed socket.
+                reported = call.outcome if isinstance(call.outcome, Exception) else error
+                call.future.set_exception(reported)
 
     async def close(self) -> None:
         """Fail what is in flight and close the connection."""
