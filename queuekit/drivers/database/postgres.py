@@ -502,13 +502,6 @@ class PostgresDriver(QueueDriver):
 
     # -- reserving -------------------------------------------------------------------------
 
-    async def reserve(
-        self, queues: Sequence[str] | None, *, lease: float, wait: float = 0.0
-    ) -> JobRecord | None:
-        """Lease the next due job (see ``reserve_many``)."""
-        records = await self.reserve_many(queues, lease=lease, limit=1, wait=wait)
-        return records[0] if records else None
-
     async def reserve_many(
         self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
     ) -> list[JobRecord]:
