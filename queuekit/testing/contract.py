@@ -232,6 +232,18 @@ class DriverContract:
         got = await asyncio.wait_for(waiting, 15.0)
         assert got is not None and got.id == record.id
 
+    async def test_reserve_wait_wakes_for_a_large_batch(
+        self, driver: QueueDriver, second: QueueDriver
+    ) -> None:
+        # Drivers often store big batches another way (COPY, one script, one journal line):
+        # that path must wake waiting workers too.
+        waiting = asyncio.create_task(driver.reserve(["default"], lease=LEASE, wait=10.0))
+        await asyncio.sleep(0.1)
+        records = [make_record(i) for i in range(50)]
+        await second.push_many(records)
+        got = await asyncio.wait_for(waiting, 15.0)
+        assert got is not None and got.id == records[0].id
+
     async def test_reserve_wait_picks_up_a_delayed_job_when_due(self, driver: QueueDriver) -> None:
         _needs(driver, Capability.DELAY)
         record = make_record(available_at=now() + SHORT)
@@ -480,6 +492,21 @@ class DriverContract:
         with pytest.raises(Exception):  # noqa: B017 - any error, as long as nothing is stored
             await driver.push_many(batch)
         assert (await driver.stats(["default"]))["default"]["pending"] == 1
+
+    async def test_a_refused_batch_leaves_concurrent_pushes_stored(
+        self, driver: QueueDriver
+    ) -> None:
+        _needs(driver, Capability.ATOMIC_BATCH)
+        _needs(driver, Capability.UNIQUE)
+        batch = [make_record(1, unique_key="twice"), make_record(2, unique_key="twice")]
+        x, y = make_record(3), make_record(4)
+        results = await asyncio.gather(
+            driver.push_many(batch), driver.push(x), driver.push(y), return_exceptions=True
+        )
+        assert isinstance(results[0], Exception), "a batch repeating a unique key is refused"
+        assert results[1:] == [True, True]
+        ids = set(await _drain_ids(driver))
+        assert ids == {x.id, y.id}
 
     async def test_retry_failed_keeps_a_job_whose_unique_key_is_pending_again(
         self, driver: QueueDriver
