@@ -40,10 +40,22 @@ _counter = itertools.count()
 _node = secrets.randbits(30)
 
 
+def _node_hex(node: int) -> str:
+    # Hex digits 16-23 of an id: the variant bits and the 30-bit node, fixed per process.
+    return f"{0b10 << 14 | node >> 16:04x}-{node & 0xFFFF:04x}"
+
+
+_node_part = _node_hex(_node)
+# The first 13 characters of an id ("tttttttt-tttt-7") only change once a millisecond, so the
+# newest one is kept rather than formatted again for every id.
+_head: tuple[int, str] = (-1, "")
+
+
 def _reseed_after_fork() -> None:
     # A forked child must not hand out the ids its parent hands out.
-    global _node, _counter
+    global _node, _node_part, _counter
     _node = secrets.randbits(30)
+    _node_part = _node_hex(_node)
     _counter = itertools.count()
 
 
@@ -55,19 +67,17 @@ def new_id() -> str:
 
     The 48-bit millisecond timestamp leads, so ids sort by time; within one process a counter
     (not randomness) fills the rest, so ids made in the same millisecond still sort in order.
+    Layout: 48-bit ms, version 7, the counter's bits 32-43, variant 0b10, a 30-bit random node
+    chosen per process, the counter's low 32 bits.
     """
+    global _head
     ms = time.time_ns() // 1_000_000
     seq = next(_counter)
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | ((seq >> 32) & 0xFFF) << 64
-        | 0b10 << 62
-        | _node << 32
-        | (seq & 0xFFFF_FFFF)
-    )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    head_ms, head = _head
+    if ms != head_ms:
+        head = f"{ms >> 16 & 0xFFFF_FFFF:08x}-{ms & 0xFFFF:04x}-7"
+        _head = (ms, head)
+    return f"{head}{seq >> 32 & 0xFFF:03x}-{_node_part}{seq & 0xFFFF_FFFF:08x}"
 
 
 def new_token() -> str:

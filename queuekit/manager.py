@@ -127,9 +127,13 @@ class QueueManager:
     def _payload(self, job: QueueJob) -> dict[str, Any]:
         cls = type(job)
         try:
-            payload = job.to_json()
-            if cls.to_json is not QueueJob.to_json:
-                # pydantic's JSON mode guarantees JSON-safe output; a custom to_json does not.
+            if cls.to_json is QueueJob.to_json:
+                # What QueueJob.to_json returns, without two Python calls in between; pydantic's
+                # JSON mode guarantees JSON-safe output.
+                payload = cls.__pydantic_serializer__.to_python(job, mode="json")
+            else:
+                # A custom to_json guarantees nothing: prove its output encodes.
+                payload = job.to_json()
                 json.dumps(payload)
         except (PydanticSerializationError, TypeError, ValueError) as e:
             raise PayloadError(
@@ -156,22 +160,30 @@ class QueueManager:
         """
         if not isinstance(job, QueueJob):
             raise TypeError(f"dispatch() takes a QueueJob instance, got {type(job).__name__}")
-        seconds = to_seconds(delay, name="delay")
         cls = type(job)
         created = now()
+        available = created if delay is None else created + to_seconds(delay, name="delay")
+        timeout = cls.timeout
+        # Positional: this runs for every dispatched job, and keywords cost more than the
+        # rest of the record's construction (see JobRecord for the field order).
         return JobRecord(
-            id=new_id(),
-            job_name=cls.job_name,
-            payload=self._payload(job),
-            queue=queue or self._default_queue(cls),
-            priority=cls.priority if priority is None else int(priority),
-            attempts=0,
-            max_retries=cls.max_retries,
-            timeout=None if cls.timeout is None else float(cls.timeout),
-            created_at=created,
-            available_at=created + seconds,
-            unique_key=job.unique_key(),
-            instance=job if self.driver.keeps_instances else None,
+            new_id(),  # id
+            cls.job_name,  # job_name
+            self._payload(job),  # payload
+            queue or self._default_queue(cls),  # queue
+            cls.priority if priority is None else int(priority),  # priority
+            0,  # attempts
+            cls.max_retries,  # max_retries
+            None if timeout is None else float(timeout),  # timeout
+            created,  # created_at
+            available,  # available_at
+            None,  # reserved_until
+            None,  # lease_token
+            job.unique_key(),  # unique_key
+            None,  # last_error
+            None,  # failed_at
+            {},  # meta
+            job if self.driver.keeps_instances else None,  # instance
         )
 
     async def dispatch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -97,6 +98,44 @@ async def test_class_settings_and_overrides(qm: QueueManager) -> None:
     record = qm.make_record(Email(to="a"), queue="urgent", priority=9, delay=timedelta(minutes=1))
     assert (record.queue, record.priority) == ("urgent", 9)
     assert record.available_at - record.created_at == pytest.approx(60)
+
+
+async def test_a_new_record_has_every_field_of_a_first_dispatch(qm: QueueManager) -> None:
+    class Timed(QueueJob):
+        job_name: ClassVar[str] = "tests.manager.timed"
+        max_retries: ClassVar[int] = 7
+        timeout: ClassVar[float | None] = 2
+        key: str
+
+        def unique_key(self) -> str:
+            return f"timed:{self.key}"
+
+    before = time.time()
+    record = qm.make_record(Timed(key="k"), delay=3)
+    assert before <= record.created_at <= time.time()
+    assert record.available_at == pytest.approx(record.created_at + 3)
+    assert record.to_json() == {
+        "v": 1,
+        "id": record.id,
+        "job_name": "tests.manager.timed",
+        "payload": {"key": "k"},
+        "queue": "default",
+        "priority": 0,
+        "attempts": 0,
+        "max_retries": 7,
+        "timeout": 2.0,
+        "created_at": record.created_at,
+        "available_at": record.available_at,
+        "reserved_until": None,
+        "lease_token": None,
+        "unique_key": "timed:k",
+        "last_error": None,
+        "failed_at": None,
+        "meta": {},
+    }
+    assert isinstance(record.timeout, float)
+    assert record.instance is not None, "the memory driver keeps the dispatched object"
+    assert qm.make_record(Timed(key="k")).meta is not record.meta, "meta is never shared"
 
 
 async def test_config_default_queue_applies_to_jobs_without_one() -> None:
