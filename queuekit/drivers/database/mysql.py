@@ -10,18 +10,15 @@ created in that database.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from collections.abc import Sequence
+from typing import Any
 
 import aiomysql
-from pymysql.constants import CLIENT
 
 from ...clock import now
-from ...errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
+from ...errors import CorruptStoreError, DriverError, DuplicateJobError
 from ...record import JobRecord
 from ..base import Capability, QueueDriver, QueueStats
 from .common import (
@@ -32,6 +29,14 @@ from .common import (
     lease_or_wait,
     select_stats,
 )
+from .mysql_connection import (
+    DUPLICATE_KEY,
+    Cursor,
+    MySQLPool,
+    TransactionCursor,
+    connect_kwargs,
+    error_code,
+)
 from .mysql_statements import MySQLStatements
 from .options import DatabaseOptions
 from .schema import SCHEMA_VERSION, record_from_row, record_to_row
@@ -39,54 +44,6 @@ from .schema import SCHEMA_VERSION, record_from_row, record_to_row
 __all__ = ["MySQLDriver", "drop_tables"]
 
 log = logging.getLogger("queuekit.drivers.mysql")
-
-T = TypeVar("T")
-
-_DUPLICATE_KEY = 1062
-# Deadlock and lock wait timeout: InnoDB rolled the transaction back; running it again is safe.
-_RETRYABLE = (1213, 1205)
-_ATTEMPTS = 3
-
-
-def _connect_kwargs(options: DatabaseOptions) -> dict[str, Any]:
-    """aiomysql connection arguments from ``mysql://user:password@host:port/database``."""
-    parts = urlsplit(options.url)
-    database = unquote(parts.path.lstrip("/"))
-    if not database or "/" in database:
-        raise ConfigError(
-            f"queue.database.url: name the database, as in 'mysql://user@host:3306/queue' "
-            f"(got {options.url!r})"
-        )
-    query = parse_qs(parts.query)
-    unknown = set(query) - {"unix_socket"}
-    if unknown:
-        raise ConfigError(
-            f"queue.database.url: unknown MySQL option(s) {', '.join(sorted(unknown))}; "
-            "known: unix_socket"
-        )
-    try:
-        port = parts.port or 3306
-    except ValueError as e:
-        raise ConfigError(f"queue.database.url: {e} (got {options.url!r})") from e
-    kwargs: dict[str, Any] = {
-        "host": parts.hostname or "localhost",
-        "port": port,
-        "user": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else "",
-        "db": database,
-        "charset": "utf8mb4",
-        "autocommit": True,
-        "connect_timeout": options.connect_timeout,
-        # UPDATE counts matched rows, not changed ones: a fence check must not depend on
-        # whether the new value happens to equal the old.
-        # MULTI_STATEMENTS lets BEGIN and COMMIT share a round trip with a statement; every
-        # value is still escaped by the client, and table names are validated identifiers.
-        "client_flag": CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS,
-        "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-    }
-    if "unix_socket" in query:
-        kwargs["unix_socket"] = query["unix_socket"][-1]
-    return kwargs
 
 
 class MySQLDriver(QueueDriver):
@@ -113,7 +70,7 @@ class MySQLDriver(QueueDriver):
 
     def __init__(self, options: dict[str, Any] | DatabaseOptions) -> None:
         self.options = DatabaseOptions.parse(options)
-        self._connect_kwargs = _connect_kwargs(self.options)
+        self._connect_kwargs = connect_kwargs(self.options)
         self.database: str = self._connect_kwargs["db"]
         self.default_lease = self.options.retry_after
         self.sql = MySQLStatements(self.database, self.options.table, self.options.failed_table)
@@ -121,21 +78,15 @@ class MySQLDriver(QueueDriver):
             f"MySQL queue `{self.database}`.`{self.options.table}` at "
             f"{self._connect_kwargs['host']}:{self._connect_kwargs['port']}"
         )
-        self._pool: aiomysql.Pool | None = None
+        self._db = MySQLPool(self._connect_kwargs, self._where)
         self._changed = ChangeSignal()
 
     # -- connections -----------------------------------------------------------------------
 
     async def connect(self) -> None:
         """Open the pool, create the tables and indexes, and record the schema version."""
-        if self._pool is not None:
+        if not await self._db.open(self.options.pool_size):
             return
-        try:
-            self._pool = await aiomysql.create_pool(
-                minsize=1, maxsize=self.options.pool_size, pool_recycle=3600, **self._connect_kwargs
-            )
-        except (aiomysql.Error, OSError) as e:
-            raise DriverError(f"{self._where}: cannot connect: {e}") from e
         try:
             await self._create_schema()
         except BaseException:
@@ -144,10 +95,7 @@ class MySQLDriver(QueueDriver):
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-            await pool.wait_closed()
+        await self._db.close()
 
     async def _create_schema(self) -> None:
         async def body(cur: aiomysql.Cursor) -> None:
@@ -167,61 +115,7 @@ class MySQLDriver(QueueDriver):
                     )
                 await cur.execute(self.sql.record_version, (table, SCHEMA_VERSION, now()))
 
-        await self._autocommit(body)
-
-    def _wrap(self, error: BaseException) -> DriverError:
-        return DriverError(f"{self._where}: {type(error).__name__}: {error}")
-
-    async def _autocommit(self, body: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
-        """Run ``body`` on a pooled connection, each statement committing on its own."""
-        if self._pool is None:
-            raise DriverError(f"{self._where}: the driver is not connected")
-        conn = await self._acquire()
-        try:
-            async with conn.cursor() as cur:
-                return await body(cur)
-        except BaseException as e:
-            _discard_if_broken(conn, e)
-            if isinstance(e, aiomysql.Error) and not isinstance(e, aiomysql.IntegrityError):
-                raise self._wrap(e) from e
-            raise
-        finally:
-            self._pool.release(conn)
-
-    async def _transaction(self, body: Callable[[_TransactionCursor], Awaitable[T]]) -> T:
-        """Run ``body`` in one transaction; a deadlock or lock timeout runs it again.
-
-        BEGIN travels with the first statement and COMMIT with the last one the body defers
-        (``then_commit``), so a reservation costs two round trips, not four.
-        """
-        if self._pool is None:
-            raise DriverError(f"{self._where}: the driver is not connected")
-        for attempt in range(1, _ATTEMPTS + 1):
-            conn = await self._acquire()
-            try:
-                async with conn.cursor() as cur:
-                    tx = _TransactionCursor(cur)
-                    result = await body(tx)
-                    await tx.commit()
-                return result
-            except BaseException as e:
-                await _rollback(conn, e)
-                if not isinstance(e, aiomysql.Error) or isinstance(e, aiomysql.IntegrityError):
-                    raise
-                if _code(e) in _RETRYABLE and attempt < _ATTEMPTS:
-                    log.info("queuekit: %s: %s; running the transaction again", self._where, e)
-                    continue
-                raise self._wrap(e) from e
-            finally:
-                self._pool.release(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _acquire(self) -> aiomysql.Connection:
-        assert self._pool is not None
-        try:
-            return await self._pool.acquire()
-        except (aiomysql.Error, OSError) as e:
-            raise DriverError(f"{self._where}: cannot get a connection: {e}") from e
+        await self._db.autocommit(body)
 
     # -- storing ---------------------------------------------------------------------------
 
@@ -234,7 +128,7 @@ class MySQLDriver(QueueDriver):
         async def body(cur: aiomysql.Cursor) -> bool:
             return await self._insert_one(cur, record, row)
 
-        stored = await self._autocommit(body)
+        stored = await self._db.autocommit(body)
         if stored:
             self._changed.notify()
         return stored
@@ -244,9 +138,9 @@ class MySQLDriver(QueueDriver):
         try:
             await cur.execute(self.sql.insert, row)
         except aiomysql.IntegrityError as e:
-            if record.unique_key is not None and _code(e) == _DUPLICATE_KEY:
+            if record.unique_key is not None and error_code(e) == DUPLICATE_KEY:
                 return False
-            raise self._wrap(e) from e
+            raise self._db.wrap(e) from e
         return True
 
     async def push_many(self, records: Sequence[JobRecord], **options: Any) -> None:
@@ -258,22 +152,22 @@ class MySQLDriver(QueueDriver):
             await self._push_in_caller_transaction(connection, records, rows)
             return
 
-        async def body(cur: _TransactionCursor) -> None:
+        async def body(cur: TransactionCursor) -> None:
             await self._insert_all(cur, rows)
 
-        await self._transaction(body)
+        await self._db.transaction(body)
         self._changed.notify()
 
-    async def _insert_all(self, cur: _Cursor, rows: list[Any]) -> None:
+    async def _insert_all(self, cur: Cursor, rows: list[Any]) -> None:
         try:
             await cur.executemany(self.sql.insert, rows)
         except aiomysql.IntegrityError as e:
-            if _code(e) == _DUPLICATE_KEY:
+            if error_code(e) == DUPLICATE_KEY:
                 raise DuplicateJobError(
                     f"{self._where}: the batch holds a unique job whose key is already pending "
                     "(nothing was stored)"
                 ) from e
-            raise self._wrap(e) from e
+            raise self._db.wrap(e) from e
 
     async def _push_in_caller_transaction(
         self, conn: Any, records: Sequence[JobRecord], rows: list[Any] | None = None
@@ -302,7 +196,7 @@ class MySQLDriver(QueueDriver):
                 await cur.execute("RELEASE SAVEPOINT queuekit_push")
                 return True
         except aiomysql.Error as e:
-            raise self._wrap(e) from e
+            raise self._db.wrap(e) from e
 
     # -- reserving -------------------------------------------------------------------------
 
@@ -311,7 +205,7 @@ class MySQLDriver(QueueDriver):
     ) -> list[JobRecord]:
         names = None if queues is None else tuple(queues)
         return await lease_or_wait(
-            lambda: self._transaction(
+            lambda: self._db.transaction(
                 lambda cur: self._lease_rows(cur, names, lease, max(limit, 1))
             ),
             self._changed,
@@ -321,7 +215,7 @@ class MySQLDriver(QueueDriver):
         )
 
     async def _lease_rows(
-        self, cur: _TransactionCursor, queues: tuple[str, ...] | None, lease: float, limit: int
+        self, cur: TransactionCursor, queues: tuple[str, ...] | None, lease: float, limit: int
     ) -> tuple[list[JobRecord], list[str]]:
         at = now()
         if queues is None:
@@ -367,7 +261,7 @@ class MySQLDriver(QueueDriver):
             await cur.execute(statement, params)
             return int(cur.rowcount)
 
-        return await self._autocommit(body)
+        return await self._db.autocommit(body)
 
     async def extend(self, record: JobRecord, *, lease: float) -> bool:
         fence = fence_of(record)
@@ -394,7 +288,7 @@ class MySQLDriver(QueueDriver):
         seqs = [seq for seq, _ in held]
         tokens = [token for _, token in held]
 
-        async def body(cur: _TransactionCursor) -> set[tuple[int, str]]:
+        async def body(cur: TransactionCursor) -> set[tuple[int, str]]:
             # Common case first: every lease held, one DELETE settles them all.
             await cur.execute(self.sql.complete_many(len(held)), (*seqs, *tokens))
             if cur.rowcount == len(held):
@@ -402,13 +296,13 @@ class MySQLDriver(QueueDriver):
             raise _SomeLeasesLost
 
         try:
-            done = await self._transaction(body)
+            done = await self._db.transaction(body)
         except _SomeLeasesLost:
-            done = await self._transaction(lambda cur: self._complete_held(cur, held))
+            done = await self._db.transaction(lambda cur: self._complete_held(cur, held))
         return [f is not None and f in done for f in fences]
 
     async def _complete_held(
-        self, cur: _TransactionCursor, held: list[tuple[int, str]]
+        self, cur: TransactionCursor, held: list[tuple[int, str]]
     ) -> set[tuple[int, str]]:
         """Lock the rows, see which leases still hold, delete exactly those."""
         await cur.execute(self.sql.lock_held(len(held)), [seq for seq, _ in held])
@@ -438,7 +332,7 @@ class MySQLDriver(QueueDriver):
         if fence is None:
             return False
 
-        async def body(cur: _TransactionCursor) -> bool:
+        async def body(cur: TransactionCursor) -> bool:
             await cur.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence))
             if cur.rowcount == 0:
                 return False
@@ -448,7 +342,7 @@ class MySQLDriver(QueueDriver):
             return True
 
         try:
-            return await self._transaction(body)
+            return await self._db.transaction(body)
         except _SomeLeasesLost:
             return False
 
@@ -471,7 +365,7 @@ class MySQLDriver(QueueDriver):
                 out.setdefault(queue, empty_counts())["failed"] = int(count)
             return out
 
-        return select_stats(await self._autocommit(body), queues)
+        return select_stats(await self._db.autocommit(body), queues)
 
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
         async def body(cur: aiomysql.Cursor) -> list[Any]:
@@ -481,13 +375,13 @@ class MySQLDriver(QueueDriver):
                 await cur.execute(self.sql.failed_list_queue, (queue, limit))
             return list(await cur.fetchall())
 
-        return decode_failed(await self._autocommit(body), self.options.failed_table)
+        return decode_failed(await self._db.autocommit(body), self.options.failed_table)
 
     async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
         if ids is not None and not ids:
             return 0
 
-        async def body(cur: _TransactionCursor) -> int:
+        async def body(cur: TransactionCursor) -> int:
             if ids is None:
                 await cur.execute(self.sql.lock_failed_all)
             else:
@@ -506,7 +400,7 @@ class MySQLDriver(QueueDriver):
                 moved += 1
             return moved
 
-        moved = await self._transaction(body)
+        moved = await self._db.transaction(body)
         if moved:
             self._changed.notify()
         return moved
@@ -522,10 +416,14 @@ class MySQLDriver(QueueDriver):
                 await cur.execute(self.sql.forget(len(ids)), list(ids))
             return int(cur.rowcount)
 
-        return await self._autocommit(body)
+        return await self._db.autocommit(body)
 
     async def purge(self, queue: str) -> int:
         return await self._fenced(self.sql.purge, (queue,))
+
+
+class _SomeLeasesLost(Exception):
+    """Rolls a settling transaction back when a lease turned out to be lost."""
 
 
 async def drop_tables(options: dict[str, Any] | DatabaseOptions) -> None:
@@ -552,95 +450,3 @@ async def drop_tables(options: dict[str, Any] | DatabaseOptions) -> None:
     finally:
         pool.close()
         await pool.wait_closed()
-
-
-class _TransactionCursor:
-    """A cursor whose transaction opens with its first statement and commits with its last.
-
-    With MULTI_STATEMENTS the server runs ``START TRANSACTION; <statement>`` from one packet;
-    the results of the extra statement are skipped, so the body reads its own as usual.
-    """
-
-    def __init__(self, cur: aiomysql.Cursor) -> None:
-        self._cur = cur
-        self._started = False
-        self._tail: tuple[str, Sequence[Any]] | None = None
-
-    @property
-    def rowcount(self) -> int:
-        """Rows the last statement matched."""
-        return int(self._cur.rowcount)
-
-    async def execute(self, statement: str, params: Sequence[Any] | None = None) -> None:
-        """Run ``statement`` inside the transaction (opening it with this round trip)."""
-        if self._started:
-            await self._cur.execute(statement, params)
-            return
-        self._started = True
-        await self._cur.execute(f"START TRANSACTION; {statement}", params)
-        await self._cur.nextset()
-
-    async def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run ``statement`` once per row (one multi-row INSERT where it can)."""
-        if not self._started:
-            self._started = True
-            await self._cur.execute("START TRANSACTION")
-        await self._cur.executemany(statement, rows)
-
-    async def fetchall(self) -> Sequence[Any]:
-        """Rows of the last statement."""
-        return await self._cur.fetchall()
-
-    async def fetchone(self) -> Any:
-        """Next row of the last statement."""
-        return await self._cur.fetchone()
-
-    def then_commit(self, statement: str, params: Sequence[Any]) -> None:
-        """Run ``statement`` last, in the same round trip as the COMMIT."""
-        self._tail = (statement, params)
-
-    async def commit(self) -> None:
-        """Send the deferred statement (if any) and COMMIT; nothing when nothing ran."""
-        if self._tail is not None:
-            statement, params = self._tail
-            if not self._started:
-                statement = f"START TRANSACTION; {statement}"
-            await self._cur.execute(f"{statement}; COMMIT", params)
-            while await self._cur.nextset():
-                pass
-        elif self._started:
-            await self._cur.execute("COMMIT")
-
-
-_Cursor = aiomysql.Cursor | _TransactionCursor
-
-
-class _SomeLeasesLost(Exception):
-    """Rolls a settling transaction back when a lease turned out to be lost."""
-
-
-def _code(error: BaseException) -> int | None:
-    args = getattr(error, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def _discard_if_broken(conn: aiomysql.Connection, error: BaseException) -> None:
-    # A connection cancelled mid-query or cut off (client error codes are 2000-2999) is in an
-    # unknown state: close it so the pool drops it instead of handing it to the next caller.
-    code = _code(error)
-    if isinstance(error, (asyncio.CancelledError, OSError, aiomysql.InterfaceError)) or (
-        isinstance(error, aiomysql.OperationalError) and code is not None and code >= 2000
-    ):
-        conn.close()
-
-
-async def _rollback(conn: aiomysql.Connection, error: BaseException) -> None:
-    if isinstance(error, asyncio.CancelledError) or conn.closed:
-        conn.close()
-        return
-    try:
-        await conn.rollback()
-    except Exception:
-        conn.close()
-    else:
-        _discard_if_broken(conn, error)
