@@ -6,10 +6,10 @@ never import or build job classes. See ``docs/record-format.md``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import codec
 from .errors import CorruptStoreError
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class JobRecord:
 
     def dumps(self) -> str:
         """``to_json()`` encoded as compact JSON text."""
-        return json.dumps(self.to_json(), separators=(",", ":"))
+        return codec.dumps(self.to_json())
 
     @classmethod
     def from_json(cls, data: Any, *, source: str = "record") -> JobRecord:
@@ -144,7 +144,7 @@ class JobRecord:
     def loads(cls, text: str | bytes, *, source: str = "record") -> JobRecord:
         """Parse JSON text into a record; bad JSON raises ``CorruptStoreError`` naming it."""
         try:
-            data = json.loads(text)
+            data = codec.loads(text)
         except ValueError as e:
             raise CorruptStoreError(f"{source}: not valid JSON ({e})") from e
         return cls.from_json(data, source=source)

@@ -11,10 +11,10 @@ record, and records ``SCHEMA_VERSION`` in ``SCHEMA_TABLE`` so a later release ca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from ... import codec
 from ...errors import CorruptStoreError
 from ...record import RECORD_VERSION, JobRecord
 
@@ -58,14 +58,8 @@ _PAYLOAD = JOB_COLUMNS.index("payload")
 _META = JOB_COLUMNS.index("meta")
 
 
-# ``json.dumps`` with separators builds a new encoder per call; one shared encoder writes the same
-# text in half the time, and most metas (and many payloads) are empty.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_decode = json.JSONDecoder().decode
-
-
 def _json_text(value: Any) -> str:
-    return "{}" if value == {} else _encode(value)
+    return "{}" if value == {} else codec.dumps(value)
 
 
 def record_to_row(record: JobRecord, *, failed: bool = False) -> tuple[Any, ...]:
@@ -103,7 +97,7 @@ def _json_column(value: Any, name: str, source: str) -> Any:
     if not isinstance(value, str):
         return value  # a dialect's JSON column type already decoded it
     try:
-        return _decode(value)
+        return codec.loads(value)
     except ValueError as e:
         raise CorruptStoreError(f"{source}: column {name!r} is not valid JSON ({e})") from e
 
