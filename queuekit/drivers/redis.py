@@ -29,7 +29,7 @@ from ..errors import ConfigError, CorruptStoreError, PayloadError
 from ..record import JobRecord
 from . import redis_scripts as lua
 from .base import Capability, QueueDriver, QueueStats
-from .redis_connection import ClientTransport, RedisAddress, RedisTransport
+from .redis_connection import ClientTransport, RedisAddress, RedisTransport, make_client
 
 __all__ = ["RedisDriver", "RedisOptions"]
 
@@ -136,19 +136,12 @@ class RedisDriver(QueueDriver):
 
     def _make_client(self) -> Any:
         """A redis-py asyncio client for the configured URL (TLS, password and db from it)."""
-        url = self.options.resolved_url()
-        timeouts = {
-            "socket_connect_timeout": self.options.connect_timeout,
-            # Blocking waits are cut to fit inside this (see ClientTransport.block).
-            "socket_timeout": self.options.socket_timeout,
-        }
-        if self.options.cluster:
-            from redis.asyncio.cluster import RedisCluster
-
-            return RedisCluster.from_url(url, **timeouts)
-        from redis.asyncio import Redis
-
-        return Redis.from_url(url, **timeouts)
+        return make_client(
+            self.options.resolved_url(),
+            cluster=self.options.cluster,
+            connect_timeout=self.options.connect_timeout,
+            socket_timeout=self.options.socket_timeout,
+        )
 
     async def connect(self) -> None:
         """Connect and load the scripts; ``DriverError`` names the server if it is unreachable."""
@@ -186,8 +179,8 @@ class RedisDriver(QueueDriver):
         return [str(-record.priority), member, repr(available) if available > at else ""]
 
     @staticmethod
-    def _body(record: JobRecord) -> str:
-        """The record's stored form (``JobRecord.to_json``) as JSON text."""
+    def _body(record: JobRecord) -> bytes | str:
+        """The record's stored form (``JobRecord.to_json``) as JSON (UTF-8 bytes or text)."""
         try:
             return _encode(record)
         except (TypeError, ValueError) as e:
@@ -195,11 +188,8 @@ class RedisDriver(QueueDriver):
                 f"record {record.id} of job type {record.job_name!r} cannot be stored as JSON: {e}"
             ) from e
 
-    def _store_args(self, record: JobRecord, at: float) -> list[Any]:
-        return [self._body(record), *self._placement(record, at)]
-
     async def push(self, record: JobRecord, **options: Any) -> bool:
-        args = self._store_args(record, now())
+        args = [self._body(record), *self._placement(record, now())]
         if record.queue not in self._registered:
             await self._register([record.queue])
         # 0 means the id was already stored: a replay of a push whose reply was lost.
@@ -210,21 +200,35 @@ class RedisDriver(QueueDriver):
         if not records:
             return
         at = now()
-        prepared = [(r.queue, self._store_args(r, at)) for r in records]  # may raise: none stored
-        await self._register([queue for queue, _ in prepared])
-        queues = list(dict.fromkeys(queue for queue, _ in prepared))
+        # Per queue: HSET pairs (id, JSON), ready ZADD pairs and delayed ZADD pairs, laid out
+        # as PUSH_MANY hands them on. Encoding may raise: then nothing was sent.
+        layout: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
+        body, placement = self._body, self._placement
+        for record in records:
+            lists = layout.get(record.queue)
+            if lists is None:
+                lists = layout[record.queue] = ([], [], [])
+            score, member, delay = placement(record, at)
+            lists[0].extend((record.id, body(record)))
+            if delay:
+                lists[2].extend((delay, f"{score}|{member}"))
+            else:
+                lists[1].extend((score, member))
+        await self._register(list(layout))
         # One script for every queue makes the batch atomic; on a cluster a script may only name
         # one slot, so there the batch is atomic per queue.
-        groups = [[q] for q in queues] if self._t().cluster else [queues]
+        groups = [[q] for q in layout] if self._t().cluster else [list(layout)]
         calls = []
         for group in groups:
-            index = {q: i for i, q in enumerate(group)}
-            keys = [k for q in group for k in self._keys_of(q)]
-            args: list[Any] = [0]
-            for queue, stored in prepared:
-                if queue in index:
-                    args += [index[queue], *stored]
-                    args[0] += 1
+            keys: list[str] = []
+            args: list[Any] = [layout[group[0]][0][0]]
+            for i, queue in enumerate(group):
+                keys += self._keys_of(queue)
+                jobs, ready, delayed = layout[queue]
+                args += (i * lua.KEYS_PER_QUEUE, len(jobs) // 2, len(ready) // 2, len(delayed) // 2)
+                args += jobs
+                args += ready
+                args += delayed
             calls.append((lua.PUSH_MANY, keys, args))
         await self._t().run_scripts(calls)
 
@@ -520,14 +524,17 @@ def _unleased(record: JobRecord) -> JobRecord:
     return stored
 
 
-def _encode(record: JobRecord) -> str:
+def _encode(record: JobRecord) -> bytes | str:
     """``record.dumps()``, through orjson when it is installed (six times faster).
 
     Both write the same JSON value; what orjson refuses (integers beyond 64 bits) falls back.
+    orjson's UTF-8 bytes go to Redis as they are: decoding them only for redis-py to encode
+    them again costs a copy of every record.
     """
     if _orjson is not None:
         try:
-            return _orjson.dumps(record.to_json(), option=_orjson.OPT_NON_STR_KEYS).decode()
+            # Non-string keys (which json.dumps turns into strings) raise here and fall back.
+            return _orjson.dumps(record.to_json())
         except TypeError:
             pass
     return record.dumps()

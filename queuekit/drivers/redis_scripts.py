@@ -80,7 +80,8 @@ def rank(available_at: float, seq: int, attempts: int) -> str:
         us = min(max(us, 0), _MAX_US)
     if not 0 <= attempts <= _MAX_ATTEMPTS:
         attempts = min(max(attempts, 0), _MAX_ATTEMPTS)
-    return f"{us:016d}{seq % 1_000_000_000_000_000:015d}{attempts:09d}"
+    # %-formatting: a third cheaper than the f-string, and this runs once per stored job.
+    return "%016d%015d%09d" % (us, seq % 1_000_000_000_000_000, attempts)  # noqa: UP031
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +133,12 @@ local function enqueue(k, score, member, delay_score)
 end
 """,
     "bulk": """
--- ``command key item1 item2 ...`` in slices, within the limit of Lua's unpack().
-local function bulk(command, key, items)
-  for i = 1, #items, 1000 do
-    redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+-- ``command key`` with ARGV[from .. from + count - 1], in slices within the limit of Lua's
+-- unpack(): the arguments go from the request to the command without a Lua table between.
+local function bulk(command, key, from, count)
+  local last = from + count - 1
+  for i = from, last, 1000 do
+    redis.call(command, key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
 """,
@@ -166,48 +169,34 @@ return 1
 )
 
 #: Store several records, possibly of several queues (KEYS: 6 per queue; only one queue on a
-#: cluster), in one atomic step: all are visible at once or none is. ARGV: count, then per
-#: record queue index (0-based), JSON, -priority, ready member (which ends in the id),
-#: available_at if delayed (else ''). Every argument is checked by the caller first, so the
-#: script cannot stop half-way. Being atomic, a batch is stored whole or not at all, so a
-#: replay after a lost reply is recognised by its first id alone and stores nothing. Writes go
-#: in bulk (one HSET and one ZADD per queue and thousand jobs). Returns how many were stored.
+#: cluster), in one atomic step: all are visible at once or none is. ARGV: the first record's
+#: id (of the first queue), then per queue a header ``k, jobs, ready, delayed`` (``k`` the
+#: offset of its keys in KEYS, then three counts) followed by ``jobs`` pairs of id, JSON,
+#: ``ready`` pairs of -priority, ready member and ``delayed`` pairs of available_at,
+#: ``<-priority>|<ready member>``. The client lays the arguments out in the order HSET and
+#: ZADD take them, so the script passes them on in slices and does no work per job. Every
+#: argument is checked by the caller first, so the script cannot stop half-way. Being atomic,
+#: a batch is stored whole or not at all, so a replay after a lost reply is recognised by its
+#: first id alone and stores nothing. Returns how many were stored.
 PUSH_MANY = _script(
     "push_many",
     """
-local n = tonumber(ARGV[1])
-if n == 0 then return 0 end
-local first = string.sub(ARGV[5], RANK + 1)
-if redis.call('HEXISTS', KEYS[tonumber(ARGV[2]) * 6 + JOBS], first) == 1 then return 0 end
-local bodies, ready, delayed = {}, {}, {}
-for i = 0, n - 1 do
-  local a = 2 + i * 5
-  local k = tonumber(ARGV[a]) * 6
-  local b = bodies[k]
-  if not b then
-    b = {}
-    bodies[k], ready[k], delayed[k] = b, {}, {}
-  end
-  local member = ARGV[a + 3]
-  b[#b + 1] = string.sub(member, RANK + 1)
-  b[#b + 1] = ARGV[a + 1]
-  if ARGV[a + 4] == '' then
-    local r = ready[k]
-    r[#r + 1] = ARGV[a + 2]
-    r[#r + 1] = member
-  else
-    local d = delayed[k]
-    d[#d + 1] = ARGV[a + 4]
-    d[#d + 1] = ARGV[a + 2] .. '|' .. member
-  end
+if redis.call('HEXISTS', KEYS[JOBS], ARGV[1]) == 1 then return 0 end
+local i, stored = 2, 0
+while i <= #ARGV do
+  local k, jobs = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  local ready, delayed = tonumber(ARGV[i + 2]) * 2, tonumber(ARGV[i + 3]) * 2
+  i = i + 4
+  bulk('HSET', KEYS[k + JOBS], i, jobs * 2)
+  i = i + jobs * 2
+  bulk('ZADD', KEYS[k + READY], i, ready)
+  i = i + ready
+  bulk('ZADD', KEYS[k + DELAYED], i, delayed)
+  i = i + delayed
+  wake(k, jobs)
+  stored = stored + jobs
 end
-for k, b in pairs(bodies) do
-  bulk('HSET', KEYS[k + JOBS], b)
-  bulk('ZADD', KEYS[k + READY], ready[k])
-  bulk('ZADD', KEYS[k + DELAYED], delayed[k])
-  wake(k, #b / 2)
-end
-return n
+return stored
 """,
     "bulk",
     "wake",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import signal
@@ -359,6 +360,83 @@ async def test_a_batch_over_several_queues_is_one_atomic_step(prefix: str) -> No
         assert {q: s["pending"] for q, s in stats.items()} == {"a": 2, "b": 2, "c": 1}
     finally:
         await driver.close()
+
+
+async def test_a_large_batch_over_queues_with_delays_keeps_every_job_in_place(
+    prefix: str,
+) -> None:
+    # 1,500 jobs over two queues, a third of them delayed: the script's argument slices (a
+    # thousand at a time) and the per-queue headers are crossed several times.
+    driver = await open_redis(prefix)
+    try:
+        t = now()
+        batch = [
+            make_record(
+                i,
+                queue="ab"[i % 2],
+                priority=i % 3,
+                available_at=t + 3600 if i % 3 == 0 else t - 1 + i * 1e-4,
+            )
+            for i in range(1500)
+        ]
+        await driver.push_many(batch)
+        await driver.push_many(batch)  # a replay stores nothing
+        stats = await driver.stats(["a", "b"])
+        assert {q: (s["pending"], s["delayed"]) for q, s in stats.items()} == {
+            "a": (500, 250),
+            "b": (500, 250),
+        }
+        got = await driver.reserve_many(["a"], lease=LEASE, limit=1000)
+        expected = sorted(
+            (r for r in batch if r.queue == "a" and r.available_at < t),
+            key=lambda r: (-r.priority, r.available_at),
+        )
+        assert [r.id for r in got] == [r.id for r in expected]
+        assert [r.payload for r in got] == [r.payload for r in expected]
+    finally:
+        await driver.close()
+
+
+async def test_non_string_keys_are_stored_as_record_dumps_writes_them(prefix: str) -> None:
+    driver = await open_redis(prefix)
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        record = make_record(1, payload={"n": 1, "by_id": {7: "x"}})
+        record.meta = {1: True}
+        await driver.push_many([record])
+        stored = await client.hget(queue_keys(prefix, "default")[0], record.id)
+        assert json.loads(stored) == json.loads(record.dumps())
+        got = await driver.reserve(["default"], lease=LEASE)
+        assert got is not None and got.payload["by_id"] == {"7": "x"} and got.meta == {"1": True}
+    finally:
+        await client.aclose()
+        await driver.close()
+
+
+def test_the_drivers_connections_pack_commands_as_redis_py_does() -> None:
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+    from redis.utils import HIREDIS_AVAILABLE
+
+    from queuekit.drivers.redis_connection import make_client
+
+    commands = [
+        ("EVALSHA", "a" * 40, 2, "{q}:jobs", "{q}:ready", b"\x00\xffbytes", "caf\u00e9", -3, 2.5),
+        ("CONFIG GET", "maxmemory"),
+        (b"SET", "k", "v" * 70_000),
+    ]
+    for url, base in (
+        ("redis://127.0.0.1:6379/0", Connection),
+        ("rediss://127.0.0.1:6379/0", SSLConnection),
+        ("unix:///tmp/redis.sock?db=0", UnixDomainSocketConnection),
+    ):
+        client = make_client(url, cluster=False, connect_timeout=1, socket_timeout=1)
+        connection = client.connection_pool.make_connection()
+        assert isinstance(connection, base)
+        assert (type(connection) is not base) == HIREDIS_AVAILABLE, "hiredis packs when installed"
+        plain = base(**client.connection_pool.connection_kwargs)
+        for command in commands:
+            packed = b"".join(connection.pack_command(*command))
+            assert packed == b"".join(plain.pack_command(*command)), (url, command[0])
 
 
 async def test_every_queue_takes_the_best_job_across_queues(prefix: str) -> None:
