@@ -3,7 +3,10 @@
 Every system runs on one private ``redis-server`` (no persistence, flushed between measurements)
 that this script starts on a free loopback port and stops at the end, with no-op jobs:
 
-- dispatch N jobs one by one, and as one batch where the library has a batch API;
+- dispatch N jobs one by one, and as one batch where the library has a batch API, timed from
+  after each system's client is set up: every system first sends one warm-up job (not counted),
+  which imports what it imports lazily, connects and loads its scripts, so the figures compare
+  the steady cost of dispatching, the same way for every library;
 - drain N queued jobs with one worker process, timed from spawning it (start-up included) until
   a sentinel job dispatched last has run;
 - enqueue-to-start latency (p50/p99) over ``--latency-jobs`` jobs sent one at a time to an idle
@@ -91,6 +94,24 @@ async def _aprobe(ctx: Any, t0: float, *args: Any, **kwargs: Any) -> None:
     probe(t0)
 
 
+class Stopwatch:
+    """Times one measurement: a system starts it once it is set up and stops it when done."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def stop(self) -> None:
+        assert self.started is not None, "stopped before it was started"
+        self.seconds = time.perf_counter() - self.started
+
+
+#: Used where nothing is timed (filling a queue before a drain).
+UNTIMED = Stopwatch()
+
 # -- one adapter per system: dispatch / batch / fill / serve / send_probe ----------------------
 
 
@@ -103,20 +124,21 @@ class System:
     #: (kind, key) of the list/zset holding queued jobs, to report progress after a timeout.
     pending_key: tuple[str, str] = ("list", "")
 
-    def dispatch(self, n: int) -> None:
-        """Queue ``n`` no-op jobs one call at a time."""
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        """Queue one warm-up job, start ``watch``, queue ``n`` no-op jobs one call at a time,
+        stop ``watch``."""
         raise NotImplementedError
 
-    def batch(self, n: int) -> None:
-        """Queue ``n`` no-op jobs with the library's batch call."""
+    def batch(self, n: int, watch: Stopwatch) -> None:
+        """Like ``dispatch``, with the library's batch call (the warm-up is a batch of one)."""
         raise NotImplementedError
 
     def fill(self, n: int) -> None:
         """Queue ``n`` no-ops then the sentinel, as fast as possible (not timed)."""
         if self.has_batch:
-            self.batch(n)
+            self.batch(n, UNTIMED)
         else:
-            self.dispatch(n)
+            self.dispatch(n, UNTIMED)
         self.send_finish()
 
     def send_finish(self) -> None:
@@ -174,20 +196,26 @@ class Queuekit(System):
 
         asyncio.run(main())
 
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
         noop_job = self.jobs[0]
 
         async def body(manager: Any) -> None:
+            await manager.dispatch(noop_job(i=-1))
+            watch.start()
             for i in range(n):
                 await manager.dispatch(noop_job(i=i))
+            watch.stop()
 
         self._run(body)
 
-    def batch(self, n: int) -> None:
+    def batch(self, n: int, watch: Stopwatch) -> None:
         noop_job = self.jobs[0]
 
         async def body(manager: Any) -> None:
+            await manager.dispatch_batch([noop_job(i=-1)])
+            watch.start()
             await manager.dispatch_batch([noop_job(i=i) for i in range(n)])
+            watch.stop()
 
         self._run(body)
 
@@ -262,9 +290,12 @@ class Huey(System):
         self.finish = self.huey.task(name="finish")(finish)
         self.probe = self.huey.task(name="probe")(probe)
 
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        self.noop(-1)
+        watch.start()
         for i in range(n):
             self.noop(i)
+        watch.stop()
 
     def send_finish(self) -> None:
         self.finish()
@@ -288,14 +319,20 @@ class RQ(System):
         self.queue = Queue(QUEUE, connection=self.conn)
 
     # RQ refuses functions of __main__: jobs name this module by its import path.
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        self.queue.enqueue(f"{MODULE}.noop", -1)
+        watch.start()
         for i in range(n):
             self.queue.enqueue(f"{MODULE}.noop", i)
+        watch.stop()
 
-    def batch(self, n: int) -> None:
+    def batch(self, n: int, watch: Stopwatch) -> None:
         from rq import Queue
 
+        self.queue.enqueue_many([Queue.prepare_data(f"{MODULE}.noop", (-1,))])
+        watch.start()
         self.queue.enqueue_many([Queue.prepare_data(f"{MODULE}.noop", (i,)) for i in range(n)])
+        watch.stop()
 
     def send_finish(self) -> None:
         self.queue.enqueue(f"{MODULE}.finish")
@@ -330,10 +367,13 @@ class Arq(System):
 
         return asyncio.run(main())
 
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
         async def body(pool: Any) -> None:
+            await pool.enqueue_job("noop", -1)
+            watch.start()
             for i in range(n):
                 await pool.enqueue_job("noop", i)
+            watch.stop()
 
         self._run(body)
 
@@ -371,9 +411,12 @@ class Dramatiq(System):
         self.finish = dramatiq.actor(finish, actor_name="finish", queue_name=QUEUE)
         self.probe = dramatiq.actor(probe, actor_name="probe", queue_name=QUEUE)
 
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        self.noop.send(-1)
+        watch.start()
         for i in range(n):
             self.noop.send(i)
+        watch.stop()
 
     def send_finish(self) -> None:
         self.finish.send()
@@ -405,9 +448,12 @@ class Celery(System):
         self.finish = self.app.task(name="finish")(finish)
         self.probe = self.app.task(name="probe")(probe)
 
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        self.noop.delay(-1)
+        watch.start()
         for i in range(n):
             self.noop.delay(i)
+        watch.stop()
 
     def send_finish(self) -> None:
         self.finish.delay()
@@ -449,10 +495,13 @@ class Saq(System):
 
         return asyncio.run(main())
 
-    def dispatch(self, n: int) -> None:
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
         async def body(queue: Any) -> None:
+            await queue.enqueue("noop", i=-1)
+            watch.start()
             for i in range(n):
                 await queue.enqueue("noop", i=i)
+            watch.stop()
 
         self._run(body)
 
@@ -535,15 +584,17 @@ def child(system_name: str, action: str, n: int) -> None:
     system = SYSTEMS[system_name]()
     started = time.perf_counter()
     result: dict[str, Any] = {}
-    if action == "dispatch":
-        system.dispatch(n)
-    elif action == "batch":
-        system.batch(n)
-    elif action == "push_many":
+    if action in ("dispatch", "batch"):
+        watch = Stopwatch()
+        getattr(system, action)(n, watch)
+        result["seconds"] = watch.seconds
+        print("RESULT " + json.dumps(result), flush=True)
+        return
+    if action == "push_many":
         result["seconds"] = system.push_many(n)  # type: ignore[attr-defined]
         print("RESULT " + json.dumps(result), flush=True)
         return
-    elif action == "fill":
+    if action == "fill":
         system.fill(n)
     elif action == "serve":
         system.serve()
@@ -733,6 +784,37 @@ class Bench:
         pipe.execute()
         return single, n / (time.perf_counter() - started)
 
+    def raw_async(self, n: int, uvloop: bool) -> tuple[float, float]:
+        """redis-py's asyncio client awaiting one SET, then one EVALSHA, at a time (per second).
+
+        The bound of any asyncio library that waits for each dispatch's reply: one round trip
+        through this client per job.
+        """
+        import redis.asyncio as aredis
+
+        async def loop() -> tuple[float, float]:
+            client = aredis.Redis(port=self.port, socket_timeout=30)
+            script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+            await script(keys=["raw"], args=[0])  # loads it: the loop runs by SHA
+            try:
+                started = time.perf_counter()
+                for i in range(n):
+                    await client.set("raw", i)
+                sets = n / (time.perf_counter() - started)
+                started = time.perf_counter()
+                for i in range(n):
+                    await client.evalsha(script.sha, 1, "raw", i)
+                return sets, n / (time.perf_counter() - started)
+            finally:
+                await client.aclose()
+
+        self.flush()
+        if uvloop:
+            import uvloop as uv
+
+            return uv.run(loop())
+        return asyncio.run(loop())
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -778,6 +860,9 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {name: {} for name in names}
     try:
         single, piped = bench.raw_redis(n)
+        raw_async = {"asyncio": bench.raw_async(n, uvloop=False)}
+        if args.uvloop:
+            raw_async["uvloop"] = bench.raw_async(n, uvloop=True)
         # Round-robin rounds, best of each: load from other processes comes and goes, and
         # interleaving gives every system the same chances.
         for metric in ("dispatch", "batch", "drain", "latency"):
@@ -803,6 +888,11 @@ def main() -> None:
     finally:
         bench.stop_server()
     _report(rows, n, latency_jobs, single, piped, skipped, args.rounds)
+    for loop_name, (sets, evalshas) in raw_async.items():
+        print(
+            f"  (redis-py asyncio on {loop_name}, awaiting each reply: {sets:,.0f} SET/s, "
+            f"{evalshas:,.0f} EVALSHA/s — the bound of one-by-one dispatch)"
+        )
     if "seconds" in driver_only:
         print(
             f"  (queuekit batch, driver part only — RedisDriver.push_many of pre-built records: "
