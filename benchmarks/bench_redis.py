@@ -121,6 +121,8 @@ class System:
     name = ""
     module = ""
     has_batch = False
+    #: The measurements this system takes part in.
+    metrics: tuple[str, ...] = ("dispatch", "batch", "drain", "latency")
     #: (kind, key) of the list/zset holding queued jobs, to report progress after a timeout.
     pending_key: tuple[str, str] = ("list", "")
 
@@ -539,11 +541,82 @@ class Saq(System):
         asyncio.run(main())
 
 
+class BareSync(System):
+    """Not a job queue: redis-py's blocking client awaiting one LPUSH per job.
+
+    The floor of a synchronous library's one-by-one dispatch (Huey's enqueue is one LPUSH).
+    """
+
+    name, module = "redis-py-sync", "redis"
+    metrics = ("dispatch",)
+
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        client = _redis(_url())
+        client.lpush(f"bare:{QUEUE}", -1)
+        watch.start()
+        for i in range(n):
+            client.lpush(f"bare:{QUEUE}", i)
+        watch.stop()
+
+
+class BareAsync(System):
+    """Not a job queue: redis-py's asyncio client awaiting one EVALSHA (of an LPUSH) per job.
+
+    The floor of one-by-one dispatch for an asyncio library whose every dispatch is one
+    acknowledged script run, as queuekit's is.
+    """
+
+    name, module = "redis-py-async", "redis"
+    metrics = ("dispatch",)
+
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        import redis.asyncio as aredis
+
+        async def main() -> None:
+            client = aredis.Redis.from_url(_url())
+            script = client.register_script("return redis.call('LPUSH', KEYS[1], ARGV[1])")
+            key = f"bare:{QUEUE}"
+            await script(keys=[key], args=[-1])  # loads it: the loop runs by SHA
+            watch.start()
+            for i in range(n):
+                await client.evalsha(script.sha, 1, key, i)
+            watch.stop()
+            await client.aclose()
+
+        asyncio.run(main())
+
+
+class BareAsyncUvloop(BareAsync):
+    """``BareAsync`` on uvloop's event loop (``--uvloop``)."""
+
+    name, module = "redis-py-async+uvloop", "uvloop"
+
+    def __init__(self) -> None:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 SYSTEMS: dict[str, type[System]] = {
-    s.name: s for s in (Queuekit, QueuekitUvloop, Huey, RQ, Arq, Dramatiq, Celery, Saq)
+    s.name: s
+    for s in (
+        Queuekit,
+        QueuekitUvloop,
+        BareSync,
+        BareAsync,
+        BareAsyncUvloop,
+        Huey,
+        RQ,
+        Arq,
+        Dramatiq,
+        Celery,
+        Saq,
+    )
 }
 OURS = ("queuekit", "queuekit+uvloop")
-PEERS = [name for name in SYSTEMS if name not in OURS]
+#: Rows that are not job queues: the client floors one-by-one dispatch is compared with.
+BARE = ("redis-py-sync", "redis-py-async", "redis-py-async+uvloop")
+PEERS = [name for name in SYSTEMS if name not in OURS and name not in BARE]
 
 
 def _wait_for_sigterm() -> None:
@@ -784,37 +857,6 @@ class Bench:
         pipe.execute()
         return single, n / (time.perf_counter() - started)
 
-    def raw_async(self, n: int, uvloop: bool) -> tuple[float, float]:
-        """redis-py's asyncio client awaiting one SET, then one EVALSHA, at a time (per second).
-
-        The bound of any asyncio library that waits for each dispatch's reply: one round trip
-        through this client per job.
-        """
-        import redis.asyncio as aredis
-
-        async def loop() -> tuple[float, float]:
-            client = aredis.Redis(port=self.port, socket_timeout=30)
-            script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
-            await script(keys=["raw"], args=[0])  # loads it: the loop runs by SHA
-            try:
-                started = time.perf_counter()
-                for i in range(n):
-                    await client.set("raw", i)
-                sets = n / (time.perf_counter() - started)
-                started = time.perf_counter()
-                for i in range(n):
-                    await client.evalsha(script.sha, 1, "raw", i)
-                return sets, n / (time.perf_counter() - started)
-            finally:
-                await client.aclose()
-
-        self.flush()
-        if uvloop:
-            import uvloop as uv
-
-            return uv.run(loop())
-        return asyncio.run(loop())
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -842,6 +884,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per measurement (best)")
     parser.add_argument("--uvloop", action="store_true", help="also run queuekit on uvloop")
     parser.add_argument(
+        "--metrics",
+        default="dispatch,batch,drain,latency",
+        help="comma-separated measurements to take (the others print as —)",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("SYSTEM", "ACTION", "N"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -851,24 +898,26 @@ def main() -> None:
         return
     n = args.n or (1_000 if args.quick else 10_000)
     latency_jobs = args.latency_jobs or (50 if args.quick else 200)
+    metrics = set(args.metrics.split(","))
     bench = Bench(args)
     ours = ["queuekit", "queuekit+uvloop"] if args.uvloop else ["queuekit"]
-    wanted = [*ours, *[p for p in args.peers.split(",") if p]]
+    bare = [*BARE] if args.uvloop else [b for b in BARE if "uvloop" not in b]
+    wanted = [*ours, *[p for p in args.peers.split(",") if p], *bare]
     names = [w for w in wanted if w in SYSTEMS and bench.available(w)]
     skipped = [w for w in wanted if w not in names]
     bench.start_server()
     rows: dict[str, dict[str, Any]] = {name: {} for name in names}
     try:
         single, piped = bench.raw_redis(n)
-        raw_async = {"asyncio": bench.raw_async(n, uvloop=False)}
-        if args.uvloop:
-            raw_async["uvloop"] = bench.raw_async(n, uvloop=True)
         # Round-robin rounds, best of each: load from other processes comes and goes, and
         # interleaving gives every system the same chances.
         for metric in ("dispatch", "batch", "drain", "latency"):
             for round_no in range(args.rounds):
                 for name in names:
                     row = rows[name]
+                    if metric not in metrics or metric not in SYSTEMS[name].metrics:
+                        row[metric] = None
+                        continue
                     if metric == "batch" and not SYSTEMS[name].has_batch:
                         row[metric] = None
                         continue
@@ -884,15 +933,13 @@ def main() -> None:
                     else:
                         value = bench.rate(name, metric, n)
                     row[metric] = _better(row.get(metric), value)
-        driver_only = bench.run_child("queuekit", "push_many", n, timeout=args.timeout)
+        driver_only: dict[str, Any] = {}
+        if "batch" in metrics:
+            driver_only = bench.run_child("queuekit", "push_many", n, timeout=args.timeout)
     finally:
         bench.stop_server()
     _report(rows, n, latency_jobs, single, piped, skipped, args.rounds)
-    for loop_name, (sets, evalshas) in raw_async.items():
-        print(
-            f"  (redis-py asyncio on {loop_name}, awaiting each reply: {sets:,.0f} SET/s, "
-            f"{evalshas:,.0f} EVALSHA/s — the bound of one-by-one dispatch)"
-        )
+
     if "seconds" in driver_only:
         print(
             f"  (queuekit batch, driver part only — RedisDriver.push_many of pre-built records: "
@@ -930,7 +977,7 @@ def _report(
     print(f"\nRedis job queues, N = {n:,} no-op jobs, one worker process, same redis-server")
     print(f"best of {rounds} interleaved rounds; queuekit worker concurrency {QK_CONCURRENCY}")
     print(f"raw Redis (redis-py, sync): {single:,.0f} SET/s one by one, {piped:,.0f}/s pipelined")
-    header = f"{'system':<16} {'dispatch/s':>12} {'batch/s':>12} {'drain/s':>14} "
+    header = f"{'system':<22} {'dispatch/s':>12} {'batch/s':>12} {'drain/s':>14} "
     header += f"{'p50 ms':>8} {'p99 ms':>8}"
     print(header)
     print("-" * len(header))
@@ -938,15 +985,19 @@ def _report(
         lat = row["latency"]
         p50, p99 = lat if isinstance(lat, tuple) else (lat, None)
         print(
-            f"{name:<16} {_fmt(row['dispatch']):>12} {_fmt(row['batch']):>12} "
+            f"{name:<22} {_fmt(row['dispatch']):>12} {_fmt(row['batch']):>12} "
             f"{_fmt(row['drain']):>14} {_fmt(p50):>8} {_fmt(p99):>8}"
         )
     if skipped:
         print(f"(not installed, skipped: {', '.join(skipped)})")
-    peers = {k: v for k, v in rows.items() if k not in OURS}
+    peers = {k: v for k, v in rows.items() if k not in OURS and k not in BARE}
     for name in OURS:
         if name in rows and peers:
             _ratios(name, rows[name], peers, latency_jobs)
+        floor = "redis-py-async+uvloop" if "uvloop" in name else "redis-py-async"
+        ours, bare = rows.get(name, {}).get("dispatch"), rows.get(floor, {}).get("dispatch")
+        if isinstance(ours, float) and isinstance(bare, float):
+            print(f"  dispatch  {ours / bare:5.2f}x {floor} (one EVALSHA awaited per job)")
 
 
 def _ratios(
