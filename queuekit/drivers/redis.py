@@ -18,11 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-try:  # optional: the JSON codec of the hot path (see _encode)
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None  # type: ignore[assignment]
-
+from .. import codec
 from ..clock import new_token, now
 from ..config import parse_options
 from ..errors import ConfigError, CorruptStoreError, PayloadError
@@ -179,8 +175,8 @@ class RedisDriver(QueueDriver):
         return [str(-record.priority), member, repr(available) if available > at else ""]
 
     @staticmethod
-    def _body(record: JobRecord) -> bytes | str:
-        """The record's stored form (``JobRecord.to_json``) as JSON (UTF-8 bytes or text)."""
+    def _body(record: JobRecord) -> bytes:
+        """The record's stored form (``JobRecord.to_json``) as UTF-8 JSON."""
         try:
             return _encode(record)
         except (TypeError, ValueError) as e:
@@ -524,32 +520,17 @@ def _unleased(record: JobRecord) -> JobRecord:
     return stored
 
 
-def _encode(record: JobRecord) -> bytes | str:
-    """``record.dumps()``, through orjson when it is installed (six times faster).
-
-    Both write the same JSON value; what orjson refuses (integers beyond 64 bits) falls back.
-    orjson's UTF-8 bytes go to Redis as they are: decoding them only for redis-py to encode
-    them again costs a copy of every record.
-    """
-    if _orjson is not None:
-        try:
-            # Non-string keys (which json.dumps turns into strings) raise here and fall back.
-            return _orjson.dumps(record.to_json())
-        except TypeError:
-            pass
-    return record.dumps()
+def _encode(record: JobRecord) -> bytes:
+    """``record.dumps()`` as UTF-8 bytes: Redis stores them as they are, with no text copy."""
+    return codec.dumps_bytes(record.to_json())
 
 
 def _decode(body: Any, source: Callable[[], str]) -> JobRecord:
-    """``JobRecord.loads``, parsing through orjson when it is installed.
-
-    ``source`` names the key and field; it is only built for an error message.
-    """
-    if _orjson is not None:
-        try:
-            return JobRecord.from_json(_orjson.loads(body))
-        except (ValueError, CorruptStoreError):
-            pass  # parsed again below, for the error that names where the record is
+    """``JobRecord.loads``; ``source`` names the key and field, built for an error only."""
+    try:
+        return JobRecord.from_json(codec.loads(body))
+    except (ValueError, CorruptStoreError):
+        pass  # parsed again below, for the error that names where the record is
     return JobRecord.loads(body, source=source())
 
 
