@@ -178,11 +178,9 @@ class RedisDriver(QueueDriver):
     def _body(record: JobRecord) -> bytes:
         """The record's stored form (``JobRecord.to_json``) as UTF-8 JSON."""
         try:
-            return _encode(record)
+            return codec.dumps_bytes(record.to_json())
         except (TypeError, ValueError) as e:
-            raise PayloadError(
-                f"record {record.id} of job type {record.job_name!r} cannot be stored as JSON: {e}"
-            ) from e
+            raise _unstorable(record, e) from e
 
     async def push(self, record: JobRecord, **options: Any) -> bool:
         args = [self._body(record), *self._placement(record, now())]
@@ -199,17 +197,21 @@ class RedisDriver(QueueDriver):
         # Per queue: HSET pairs (id, JSON), ready ZADD pairs and delayed ZADD pairs, laid out
         # as PUSH_MANY hands them on. Encoding may raise: then nothing was sent.
         layout: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
-        body, placement = self._body, self._placement
-        for record in records:
-            lists = layout.get(record.queue)
-            if lists is None:
-                lists = layout[record.queue] = ([], [], [])
-            score, member, delay = placement(record, at)
-            lists[0].extend((record.id, body(record)))
-            if delay:
-                lists[2].extend((delay, f"{score}|{member}"))
-            else:
-                lists[1].extend((score, member))
+        placement, dumps = self._placement, codec.dumps_bytes
+        record = records[0]
+        try:
+            for record in records:
+                lists = layout.get(record.queue)
+                if lists is None:
+                    lists = layout[record.queue] = ([], [], [])
+                score, member, delay = placement(record, at)
+                lists[0].extend((record.id, dumps(record.to_json())))
+                if delay:
+                    lists[2].extend((delay, f"{score}|{member}"))
+                else:
+                    lists[1].extend((score, member))
+        except (TypeError, ValueError) as e:
+            raise _unstorable(record, e) from e
         await self._register(list(layout))
         # One script for every queue makes the batch atomic; on a cluster a script may only name
         # one slot, so there the batch is atomic per queue.
@@ -520,9 +522,10 @@ def _unleased(record: JobRecord) -> JobRecord:
     return stored
 
 
-def _encode(record: JobRecord) -> bytes:
-    """``record.dumps()`` as UTF-8 bytes: Redis stores them as they are, with no text copy."""
-    return codec.dumps_bytes(record.to_json())
+def _unstorable(record: JobRecord, error: Exception) -> PayloadError:
+    return PayloadError(
+        f"record {record.id} of job type {record.job_name!r} cannot be stored as JSON: {error}"
+    )
 
 
 def _decode(body: Any, source: Callable[[], str]) -> JobRecord:

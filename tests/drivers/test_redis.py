@@ -422,6 +422,7 @@ def test_the_drivers_connections_pack_commands_as_redis_py_does() -> None:
     commands = [
         ("EVALSHA", "a" * 40, 2, "{q}:jobs", "{q}:ready", b"\x00\xffbytes", "caf\u00e9", -3, 2.5),
         ("CONFIG GET", "maxmemory"),
+        ("RPUSH", "list", bytearray(b"array"), memoryview(b"view"), 0.1, 10**20),
         (b"SET", "k", "v" * 70_000),
     ]
     for url, base in (
