@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from queuekit import QueueManager
 from queuekit.clock import now
 from queuekit.drivers import file_store
 from queuekit.drivers.file import FileDriver
-from queuekit.errors import ConfigError, DuplicateJobError
+from queuekit.errors import ConfigError, DriverError, DuplicateJobError
 from queuekit.record import JobRecord
 from queuekit.testing import ContractJob, DriverContract, make_record
 from queuekit.testing.multiprocess import drain_in_processes, kill_mid_job
@@ -27,7 +28,7 @@ def file_options(path: Path, **extra: Any) -> dict[str, Any]:
 
 
 class TestFileDriver(DriverContract):
-    # Both durability settings: without fsync, pushes take a shorter path (IOThread.try_inline).
+    # Both durability settings: the fsync policy changes when each call answers.
     @pytest.fixture(params=[True, False], ids=["fsync", "no-fsync"])
     def options(self, request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
         return file_options(tmp_path / "jobs.json", fsync=request.param)
@@ -337,6 +338,78 @@ async def test_a_journal_older_than_its_snapshot_is_not_applied_twice(
         await driver.close()
 
 
+# -- the I/O thread ----------------------------------------------------------------------------
+
+
+def _descriptors_of(paths: tuple[str, ...]) -> set[str]:
+    """This process's open descriptors that are wake-up descriptors or files under ``paths``."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "eventfd" in target or target.startswith("pipe:") or target.startswith(paths):
+            found.add(f"{fd} -> {target}")
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+async def test_answers_reach_every_calling_loop_and_close_releases_every_descriptor(
+    tmp_path: Path,
+) -> None:
+    before = _descriptors_of((str(tmp_path),))
+    driver = await open_file_driver(tmp_path / "jobs.json")
+    elsewhere = [make_record(i) for i in range(20)]
+
+    def push_from_another_loop() -> None:
+        async def push_all() -> None:
+            for record in elsewhere:
+                assert await driver.push(record)
+
+        asyncio.run(push_all())  # this loop is closed before the driver is
+
+    here = [make_record(100 + i) for i in range(20)]
+    await asyncio.gather(asyncio.to_thread(push_from_another_loop), *(driver.push(r) for r in here))
+    assert (await driver.stats())["default"]["pending"] == 40
+    assert sorted(await drain(driver)) == sorted(r.id for r in [*elsewhere, *here])
+    await driver.close()
+    assert _descriptors_of((str(tmp_path),)) <= before, "a descriptor was left open"
+
+
+def _report_of_child(pid: int, read_end: int) -> str:
+    with os.fdopen(read_end, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+async def test_a_driver_connected_before_fork_refuses_to_work_in_the_child(
+    tmp_path: Path,
+) -> None:
+    driver = await open_file_driver(tmp_path / "jobs.json")
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report what the call raised, then leave at once
+            try:
+                asyncio.run(driver.push(make_record(1)))
+                message = b"no error"
+            except DriverError as e:
+                message = str(e).encode()
+            except BaseException as e:  # pragma: no cover - reported to the parent
+                message = repr(e).encode()
+            os.write(write_end, message)
+            os._exit(0)
+        os.close(write_end)
+        message = await asyncio.to_thread(_report_of_child, pid, read_end)
+        assert "connect a driver in each process" in message, message
+        assert (await driver.stats()) == {}, "the child stored nothing"
+    finally:
+        await driver.close()
+
+
 # -- durability ------------------------------------------------------------------------------
 
 
@@ -344,13 +417,13 @@ async def test_a_journal_older_than_its_snapshot_is_not_applied_twice(
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the journal fsyncs (one entry per call)."""
     calls: list[int] = []
-    real = file_store._datasync
+    real = file_store.datasync
 
     def counting(fd: int) -> None:
         calls.append(fd)
         real(fd)
 
-    monkeypatch.setattr(file_store, "_datasync", counting)
+    monkeypatch.setattr(file_store, "datasync", counting)
     return calls
 
 

@@ -1,0 +1,307 @@
+"""The file driver's I/O thread: every file operation runs there, never on an event loop.
+
+Calls queue up while the thread works; it takes them all, holds the cross-process lock once,
+catches up once, appends all their lines in one write and fsyncs once (group commit), then
+answers each. A sequential caller pays one hand-off each way per call, so both are kept to a
+minimum: the calls go through a ``queue.SimpleQueue`` (one futex wake-up), and the answers of a
+whole batch go to each waiting event loop with one wake-up of its selector (an ``eventfd`` or a
+pipe the loop watches), instead of one ``call_soon_threadsafe`` per call, whose self-pipe costs
+a socket send, two receives and a callback handle each time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DriverError
+
+if TYPE_CHECKING:
+    from .file_journal import Replica
+    from .file_store import JournalStore
+
+__all__ = ["IOThread", "wake"]
+
+_MAX_BATCH = 512  # operations sharing one lock acquisition, write and fsync
+
+
+class _IOCall:
+    """One operation queued for the I/O thread, and its outcome."""
+
+    __slots__ = ("answers", "args", "durable", "empty", "fn", "future", "locked", "skip")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        answers: _Answers,
+        future: asyncio.Future[Any],
+        locked: bool,
+        durable: bool,
+        skip: Callable[[], bool] | None,
+        empty: Any,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.answers = answers
+        self.future = future
+        #: Whether it runs under the lock after catching up.
+        self.locked = locked
+        #: Whether ``fsync: true`` must put its line on disk before it returns.
+        self.durable = durable
+        #: Answers ``empty`` without taking the lock when it returns True.
+        self.skip = skip
+        self.empty = empty
+
+
+# (future, result, error) as the I/O thread settles a call
+_Answer = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+
+
+class _Answers:
+    """Where the I/O thread leaves answers for one event loop, and how it wakes that loop.
+
+    This base class wakes the loop with ``call_soon_threadsafe`` (for loops that cannot watch
+    a descriptor); ``_FdAnswers`` wakes it through a descriptor the loop's selector watches.
+    Either way, one wake-up delivers every answer queued before it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: deque[_Answer] = deque()
+        # Set by the thread when it wakes the loop, cleared by the loop before it delivers:
+        # answers queued while a wake-up is pending ride along with it.
+        self._armed = False
+
+    def post(self, answers: list[_Answer]) -> None:
+        """Queue answers and wake the loop unless a wake-up is pending (I/O thread)."""
+        self.ready.extend(answers)
+        if not self._armed:
+            self._armed = True
+            self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            self.loop.call_soon_threadsafe(self.deliver)
+
+    def deliver(self) -> None:
+        """Settle every queued answer (on the loop)."""
+        self._armed = False
+        ready = self.ready
+        while ready:
+            future, result, error = ready.popleft()
+            _settle(future, result, error)
+
+    def close(self) -> None:
+        """Stop watching for wake-ups (on the loop, or once the loop is closed)."""
+
+
+class _FdAnswers(_Answers):
+    """Answers for a loop that watches an ``eventfd`` (Linux) or a pipe (other POSIX)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        if hasattr(os, "eventfd"):
+            self._rfd = self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - POSIX without eventfd
+            self._rfd, self._wfd = os.pipe()
+            os.set_blocking(self._rfd, False)
+            os.set_blocking(self._wfd, False)
+        try:
+            loop.add_reader(self._rfd, self._on_readable)
+        except BaseException:
+            self._close_fds()
+            raise
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # full: the loop has wake-ups pending
+            os.write(self._wfd, b"\1\0\0\0\0\0\0\0")  # an eventfd takes an 8-byte count
+
+    def _on_readable(self) -> None:
+        # Read before delivering: a wake-up written after this read is seen by the next turn.
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._rfd, 4096)
+        self.deliver()
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self._rfd)
+        self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in {self._rfd, self._wfd}:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._rfd = self._wfd = -1
+
+
+class IOThread:
+    """The one thread that touches the store's files and replica.
+
+    Calls queue up while it works; it takes them all, holds the lock once, catches up once,
+    appends all their lines in one write and fsyncs once (group commit), then answers each.
+    """
+
+    def __init__(self, store: JournalStore, replica: Replica) -> None:
+        self.store = store
+        self.replica = replica
+        #: Journal lines the calls of the batch under way queue for its one append.
+        self.lines: list[bytes] = []
+        self._queue: queue.SimpleQueue[_IOCall | None] = queue.SimpleQueue()
+        # One per event loop that called; created on the loop's own thread.
+        self._answers: dict[asyncio.AbstractEventLoop, _Answers] = {}
+        self._thread = threading.Thread(
+            target=self._run, name=f"queuekit-file {store.path}", daemon=True
+        )
+        self._thread.start()
+
+    async def call(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        locked: bool = True,
+        durable: bool = True,
+        skip: Callable[[], bool] | None = None,
+        empty: Any = None,
+    ) -> Any:
+        """Run ``fn(*args)`` on the thread and return its result (or raise its error).
+
+        ``locked`` runs it under the lock after catching up; ``durable`` makes ``fsync: true``
+        sync its lines before answering; ``skip`` (run on the thread first) answers ``empty``
+        without the lock when it returns True.
+        """
+        loop = asyncio.get_running_loop()
+        answers = self._answers.get(loop) or self._watch(loop)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_IOCall(fn, args, answers, future, locked, durable, skip, empty))
+        return await future
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> _Answers:
+        try:
+            answers: _Answers = _FdAnswers(loop)
+        except (NotImplementedError, OSError):  # e.g. a loop that cannot watch descriptors
+            answers = _Answers(loop)
+        self._answers[loop] = answers
+        return answers
+
+    def stop(self) -> None:
+        """Let the thread finish the calls already queued, then end."""
+        self._queue.put(None)
+
+    async def join(self, timeout: float) -> None:
+        """Wait (off the loop) for the thread to end, then stop watching for its answers.
+
+        Each loop's watch is removed on that loop, where the selector lives.
+        """
+        await asyncio.to_thread(self._thread.join, timeout)
+        if self._thread.is_alive():
+            return  # still answering: keep the descriptors it writes to
+        current = asyncio.get_running_loop()
+        answers, self._answers = self._answers, {}
+        for loop, channel in answers.items():
+            if loop is current or loop.is_closed():
+                channel.close()
+            else:
+                try:
+                    loop.call_soon_threadsafe(channel.close)
+                except RuntimeError:  # closed meanwhile: its selector is gone with it
+                    channel.close()
+
+    def _run(self) -> None:
+        while (call := self._queue.get()) is not None:
+            batch = [call]
+            stopping = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batch.append(more)
+            self._answer(batch, self._run_batch(batch))
+            if stopping:
+                return
+
+    def _run_batch(self, batch: list[_IOCall]) -> list[_Answer]:
+        """Run a batch; returns each call's (future, result, error) in order."""
+        outcomes: list[_Answer] = []
+        locked: list[tuple[int, _IOCall]] = []
+        for call in batch:
+            result, error = None, None
+            try:
+                if not call.locked:
+                    result = call.fn(*call.args)
+                elif call.skip is not None and call.skip():
+                    result = call.empty
+                else:
+                    locked.append((len(outcomes), call))
+            except Exception as e:
+                error = e
+            outcomes.append((call.future, result, error))
+        if locked:
+            for (i, call), (result, error) in zip(
+                locked, self._run_locked([call for _, call in locked]), strict=True
+            ):
+                outcomes[i] = (call.future, result, error)
+        return outcomes
+
+    def _run_locked(self, calls: list[_IOCall]) -> list[tuple[Any, BaseException | None]]:
+        store = self.store
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with store.locked():
+                store.catch_up(self.replica)
+                for call in calls:
+                    try:
+                        outcomes.append((call.fn(*call.args), None))
+                    except Exception as e:
+                        outcomes.append((None, e))
+                wrote = bool(self.lines)
+                if wrote:
+                    store.append(b"".join(self.lines))
+                store.maybe_compact(self.replica)
+            # Outside the lock: other processes go on while this one waits for the disk.
+            if wrote and any(call.durable for call in calls):
+                store.flush()
+        except Exception as e:
+            store.invalidate()
+            error = e
+            if not isinstance(e, DriverError):
+                error = DriverError(f"file queue {store.path}: {type(e).__name__}: {e}")
+                error.__cause__ = e
+            return [(None, error)] * len(calls)
+        finally:
+            self.lines.clear()
+        return outcomes
+
+    def _answer(self, batch: list[_IOCall], outcomes: list[_Answer]) -> None:
+        if len(batch) == 1:
+            batch[0].answers.post(outcomes)
+            return
+        by_loop: dict[_Answers, list[_Answer]] = {}
+        for call, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(call.answers, []).append(outcome)
+        for answers, settled in by_loop.items():
+            answers.post(settled)
+
+
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is done (for ``loop.call_soon_threadsafe``)."""
+    _settle(future, None, None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
