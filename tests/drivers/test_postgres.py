@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from queuekit.clock import now
-from queuekit.errors import CorruptStoreError, DriverError, DuplicateJobError
+from queuekit.errors import CorruptStoreError, DriverError, DuplicateJobError, PayloadError
 from queuekit.manager import QueueManager
 from queuekit.testing import ContractJob, DriverContract, make_record
 from tests.services import POSTGRES_URL, require_service
@@ -418,6 +418,45 @@ async def test_a_batch_with_a_taken_unique_key_stores_nothing(tables: dict[str, 
         with pytest.raises(DuplicateJobError, match=tables["table"]):
             await driver.push_many([make_record(1), make_record(2, unique_key="k")])
         assert (await driver.stats(["default"]))["default"]["pending"] == 1
+    finally:
+        await driver.close()
+
+
+@pytest.mark.parametrize("size", [3, 50])
+async def test_a_batch_with_a_payload_that_is_not_json_stores_nothing(
+    tables: dict[str, str], size: int
+) -> None:
+    # A large batch encodes its rows while the COPY streams them: the bad row, last, is met
+    # after the first ones went out (psycopg sends every 32 kB), and the COPY must still store
+    # none of them.
+    driver = await open_pg(tables)
+    try:
+        batch = [make_record(n, payload={"n": n, "pad": "x" * 2000}) for n in range(size - 1)]
+        batch.append(make_record(size, payload={"n": size, "bad": {1, 2}}))
+        with pytest.raises(PayloadError, match=batch[-1].id):
+            await driver.push_many(batch)
+        assert (await driver.stats(["default"]))["default"]["pending"] == 0
+        await driver.push_many(batch[:-1])  # the connection and its pool are fine
+        assert (await driver.stats(["default"]))["default"]["pending"] == size - 1
+    finally:
+        await driver.close()
+
+
+async def test_a_batch_with_a_payload_that_is_not_json_leaves_the_callers_transaction_alone(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_pg(tables)
+    try:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            await conn.execute("SELECT 1")
+            batch = [make_record(n) for n in range(40)]
+            batch.append(make_record(40, payload={"bad": object()}))
+            with pytest.raises(PayloadError):
+                await driver.push_many(batch, connection=conn)
+            # Refused before anything was sent: the caller's transaction goes on.
+            await driver.push_many(batch[:-1], connection=conn)
+            await conn.commit()
+        assert (await driver.stats(["default"]))["default"]["pending"] == 40
     finally:
         await driver.close()
 

@@ -1,0 +1,130 @@
+"""How idle reservers of the PostgreSQL dialect wake up: one LISTEN connection per driver.
+
+A push of a due job sends ``NOTIFY`` on the table's channel (see ``postgres_sql``). ``Listener``
+holds the one connection that LISTENs to it, opened on the first reservation that waits (a process
+that only dispatches listens to nothing), and turns every notification into ``Wakeups.wake``.
+Delayed jobs falling due and leases running out send no NOTIFY: waiting reservers poll every
+``poll_interval`` for those, and for everything while the listening connection is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+__all__ = ["Listener", "Wakeups"]
+
+log = logging.getLogger("queuekit.database.postgres")
+
+_BACKOFF_FIRST = 0.1
+_BACKOFF_MAX = 5.0
+
+
+class Wakeups:
+    """Idle reservers waiting for a NOTIFY, and a counter telling whether one came meanwhile.
+
+    A reserver reads ``generation`` before it queries and waits only if it has not moved since:
+    a NOTIFY that lands between an empty query and the wait is never missed.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def wake(self) -> None:
+        """Something may be due: every waiter looks again."""
+        self.generation += 1
+        waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait(self, seen: int, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a wake-up, unless one came after ``seen``."""
+        if self.generation != seen or timeout <= 0:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            await asyncio.wait({fut}, timeout=timeout)
+        finally:
+            self._waiters.discard(fut)
+            fut.cancel()
+
+
+class Listener:
+    """The LISTEN connection of one driver, reconnecting with backoff when it drops.
+
+    ``listen`` is the ``LISTEN "channel"`` statement; ``where`` names the table in log lines.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        connect_kwargs: Mapping[str, Any],
+        listen: bytes,
+        wakeups: Wakeups,
+        *,
+        where: str,
+        poll_interval: float,
+    ) -> None:
+        self._conninfo = conninfo
+        self._connect_kwargs = dict(connect_kwargs)
+        self._listen_sql = listen
+        self._wakeups = wakeups
+        self._where = where
+        self._poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+        # Set once the first LISTEN attempt is over, whether it worked or not.
+        self._tried = asyncio.Event()
+
+    async def ensure(self) -> None:
+        """Start listening if not yet, and wait for the first attempt to LISTEN.
+
+        Once that attempt succeeded, a push committed after this returns always wakes the caller.
+        """
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name=f"queuekit-listen {self._where}")
+        await self._tried.wait()
+
+    async def close(self) -> None:
+        """Stop listening and close the connection; idempotent."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _listen(self) -> None:
+        backoff = _BACKOFF_FIRST
+        while True:
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+                await conn.execute(self._listen_sql)
+                self._tried.set()
+                backoff = _BACKOFF_FIRST
+                # Jobs pushed while no LISTEN was in effect sent their NOTIFY to nobody.
+                self._wakeups.wake()
+                async for _ in conn.notifies():
+                    self._wakeups.wake()
+            except (psycopg.Error, OSError) as e:
+                log.warning(
+                    "queuekit: %s: no listening connection (%s); waiting reservers poll every "
+                    "%ss until it is back",
+                    self._where,
+                    e,
+                    self._poll_interval,
+                )
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            self._tried.set()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
