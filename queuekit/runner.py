@@ -11,6 +11,7 @@ import contextvars
 import inspect
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -175,15 +176,24 @@ class JobRunner:
         execution.duration = time.perf_counter() - start
         return execution
 
-    async def settle(self, execution: Execution) -> Execution:
+    async def settle(
+        self,
+        execution: Execution,
+        *,
+        complete: Callable[[JobRecord], Awaitable[bool]] | None = None,
+    ) -> Execution:
         """Second half of ``run``: complete, retry or fail the job with the driver, then tell
-        the lifecycle listeners how it ended."""
+        the lifecycle listeners how it ended.
+
+        ``complete`` replaces the driver's ``complete`` for this job only (a worker passes one
+        that also reserves its next job); it is not called when the job retries or fails.
+        """
         execution.settling = True
         if execution.outcome is None:
             if execution.lease_lost:
                 execution.outcome = Outcome.ABANDONED
             elif execution.error is None:
-                completed = await self._complete(execution.record)
+                completed = await (complete or self._complete)(execution.record)
                 execution.outcome = Outcome.COMPLETED if completed else Outcome.ABANDONED
             else:
                 assert execution.job is not None

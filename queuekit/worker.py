@@ -121,8 +121,13 @@ class Worker:
         self._cancelled_by_stop = False
         self._inline: Execution | None = None
         self._wakeup = asyncio.Event()
-        # Overlapping an acknowledgement with the next reservation pays off when settling is a
+        # At concurrency 1, a driver that acknowledges a job and reserves the next one in one
+        # round trip (it overrides complete_and_reserve) is asked to do both at once. Otherwise
+        # overlapping the acknowledgement with the next reservation pays off when settling is a
         # round trip to a store; for in-process drivers the extra task would only cost time.
+        self._combine_acks = (
+            type(driver).complete_and_reserve is not QueueDriver.complete_and_reserve
+        )
         self._overlap_acks = Capability.PERSISTENT in driver.capabilities
 
     @property
@@ -237,12 +242,20 @@ class Worker:
                 errors += 1
                 await self._worker_error(e, errors)
                 continue
+            if self._stopping:
+                # stop() came while the reservation was in flight: these jobs are not started.
+                await self._give_back(records)
+                continue
+            if concurrency == 1:
+                # Each job may come back with the next one, leased along with its completion.
+                record = records[0] if records else None
+                while record is not None:
+                    self._taken += 1
+                    record = await self._run_inline(record, deadline)
+                continue
             for record in records:
                 self._taken += 1
-                if concurrency == 1:
-                    await self._run_inline(record)
-                else:
-                    self._running_tasks.add(asyncio.create_task(self._run_one(record)))
+                self._running_tasks.add(asyncio.create_task(self._run_one(record)))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running_tasks.discard(task)
@@ -250,8 +263,11 @@ class Worker:
         self._settling.discard(task)
         self._slot_freed.set()
 
-    async def _run_inline(self, record: JobRecord) -> None:
-        """Concurrency 1: run the job in the loop task itself (no task to create per job)."""
+    async def _run_inline(self, record: JobRecord, deadline: float | None) -> JobRecord | None:
+        """Concurrency 1: run the job in the loop task itself (no task to create per job).
+
+        Returns the next job when its reservation rode along with this job's completion.
+        """
         execution = Execution(record)
         self._executions[record.id] = execution
         self._inline = execution
@@ -265,12 +281,77 @@ class Worker:
             self._inline = None
         if self.options.delay:
             await self._pause(self.options.delay)
+        if self._combine_acks:
+            return await self._settle_and_take(execution, deadline)
         if self._overlap_acks:
             task = asyncio.create_task(self._settle(execution))
             self._settling.add(task)
             task.add_done_callback(self._done)
         else:
             await self._settle(execution)
+        return None
+
+    async def _settle_and_take(
+        self, execution: Execution, deadline: float | None
+    ) -> JobRecord | None:
+        """Settle the job; a completion also leases the next job, in one driver call.
+
+        A job that retries or fails settles as usual, and the loop reserves the next one.
+        """
+        if self._stop_reason(asyncio.get_running_loop().time(), deadline) is not None:
+            # Stopping after this job (max_jobs, stop(), timeout): reserve nothing it won't run.
+            await self._settle(execution)
+            return None
+        taken: list[JobRecord] = []
+
+        async def complete_and_reserve(record: JobRecord) -> bool:
+            completed, records = await self.driver.complete_and_reserve(
+                record, self._queues, lease=self._lease, limit=1
+            )
+            taken.extend(records)
+            return completed
+
+        record = execution.record
+        try:
+            await self.runner.settle(execution, complete=complete_and_reserve)
+        except Exception as e:
+            # Whether the completion was stored is unknown, and no job was leased: acknowledge
+            # alone (a second completion of a stored one is refused, never doubled).
+            log.warning(
+                "queuekit: completing %s %s with the next reservation failed (%s: %s); "
+                "completing it alone",
+                record.job_name,
+                record.id,
+                type(e).__name__,
+                e,
+            )
+            await self.runner.hooks.emit("on_worker_error", e)
+            await self._give_back(taken)
+            await self._settle(execution)
+            return None
+        self.summary.count(execution.outcome)
+        self._executions.pop(record.id, None)
+        if taken and self._stopping:
+            await self._give_back(taken)
+            return None
+        return taken[0] if taken else None
+
+    async def _give_back(self, records: Sequence[JobRecord]) -> None:
+        """Hand back jobs reserved but never started, their attempt uncounted."""
+        for record in records:
+            record.attempts = max(0, record.attempts - 1)
+            try:
+                await self.driver.release(record, delay=0.0)
+            except Exception as e:
+                # Its lease runs out and another worker takes it: it is late, not lost.
+                await self.runner.hooks.emit("on_worker_error", e)
+                log.warning(
+                    "queuekit: handing back unstarted job %s %s failed: %s: %s",
+                    record.job_name,
+                    record.id,
+                    type(e).__name__,
+                    e,
+                )
 
     async def _run_one(self, record: JobRecord) -> None:
         """Concurrency > 1: run the job in its own task; the slot frees when handle() ends."""

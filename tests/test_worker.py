@@ -380,3 +380,131 @@ async def test_max_jobs_with_concurrency_takes_exactly_that_many(qm: QueueManage
 
 def test_make_record_helper_is_public() -> None:
     assert make_record(3).payload == {"n": 3}
+
+
+# -- one job at a time: the completion carries the next reservation ---------------------------
+
+
+class CountingDriver(MemoryDriver):
+    """Counts the calls a one-at-a-time worker makes; can fail or stop the worker mid-call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {"complete_and_reserve": 0, "complete": 0, "reserve": 0}
+        self.fail_combined = False
+        self.after_combined: asyncio.Event | None = None
+
+    async def complete_and_reserve(self, record, queues, *, lease, limit=1, wait=0.0):  # type: ignore[no-untyped-def]
+        self.calls["complete_and_reserve"] += 1
+        if self.fail_combined:
+            raise ConnectionError("backend hiccup")
+        result = await super().complete_and_reserve(
+            record, queues, lease=lease, limit=limit, wait=wait
+        )
+        if self.after_combined is not None:
+            self.after_combined.set()
+            await asyncio.sleep(0.05)  # the stop() waiting on the event runs meanwhile
+        return result
+
+    async def complete(self, record):  # type: ignore[no-untyped-def]
+        self.calls["complete"] += 1
+        return await super().complete(record)
+
+    async def reserve(self, queues, *, lease, wait=0.0):  # type: ignore[no-untyped-def]
+        self.calls["reserve"] += 1
+        return await super().reserve(queues, lease=lease, wait=wait)
+
+
+async def test_each_completion_reserves_the_next_job_and_the_last_reserves_none() -> None:
+    driver = CountingDriver()
+    async with QueueManager(driver=driver) as qm:
+        for _ in range(5):
+            await qm.dispatch(Sleeper())
+        await qm.dispatch(Flaky(failures=5))  # its retry goes through release() as usual
+        await qm.dispatch(Sleeper())
+        summary = await asyncio.wait_for(qm.start_worker(max_jobs=7), 10)
+        assert (summary.completed, summary.retried) == (6, 1)
+        # Jobs 1-5 each bring the next; the retried job settles alone, so the loop reserves
+        # job 7, which completes alone: max_jobs is reached, so nothing more is reserved.
+        assert driver.calls == {"complete_and_reserve": 5, "complete": 1, "reserve": 2}
+        stats = (await qm.stats())["default"]
+        assert (stats["pending"] + stats["delayed"], stats["reserved"]) == (1, 0), "the retry"
+
+
+async def test_max_jobs_leaves_the_rest_unleased() -> None:
+    driver = CountingDriver()
+    async with QueueManager(driver=driver) as qm:
+        for _ in range(5):
+            await qm.dispatch(Sleeper())
+        summary = await asyncio.wait_for(qm.start_worker(max_jobs=3), 10)
+        assert summary.completed == 3
+        stats = (await qm.stats())["default"]
+        assert (stats["pending"], stats["reserved"]) == (2, 0)
+
+
+async def test_a_stop_during_a_job_reserves_no_next_one() -> None:
+    driver = CountingDriver()
+    async with QueueManager(driver=driver) as qm:
+        for _ in range(3):
+            await qm.dispatch(Sleeper(seconds=0.3))
+        worker = await qm.start_worker(run_in_background=True)
+        await asyncio.sleep(0.1)
+        summary = await asyncio.wait_for(worker.stop(), 10)
+        assert summary.completed == 1
+        assert driver.calls["complete_and_reserve"] == 0
+        stats = (await qm.stats())["default"]
+        assert (stats["pending"], stats["reserved"]) == (2, 0)
+
+
+async def test_a_job_reserved_as_the_stop_arrives_is_handed_back_uncounted() -> None:
+    driver = CountingDriver()
+    driver.after_combined = asyncio.Event()
+    async with QueueManager(driver=driver) as qm:
+        await qm.dispatch(Sleeper())
+        second = await qm.dispatch(Sleeper())
+        worker = await qm.start_worker(run_in_background=True)
+        assert isinstance(worker, Worker)
+        await asyncio.wait_for(driver.after_combined.wait(), 10)
+        summary = await asyncio.wait_for(worker.stop(), 10)
+        assert (summary.completed, summary.released) == (1, 0)
+        stats = (await qm.stats())["default"]
+        assert (stats["pending"], stats["reserved"]) == (1, 0)
+        record = await driver.reserve(None, lease=30)
+        assert record is not None and record.id == second and record.attempts == 1
+
+
+async def test_a_failing_combined_call_completes_the_job_alone() -> None:
+    driver = CountingDriver()
+    driver.fail_combined = True
+    errors: list[BaseException] = []
+    async with QueueManager(driver=driver) as qm:
+        for _ in range(2):
+            await qm.dispatch(Sleeper())
+        summary = await asyncio.wait_for(qm.start_worker(max_jobs=2, on_error=errors.append), 10)
+        assert summary.completed == 2 and len(Sleeper.ran) == 2, "each job ran once"
+        assert [str(e) for e in errors] == ["backend hiccup"]
+        assert driver.calls["complete"] == 2
+        stats = (await qm.stats())["default"]
+        assert (stats["pending"], stats["reserved"]) == (0, 0)
+
+
+async def test_a_persistent_driver_completes_and_reserves_in_one_call(tmp_path: Any) -> None:
+    from queuekit.drivers.database.sqlite import SQLiteDriver
+
+    calls: list[str] = []
+
+    class Watched(SQLiteDriver):
+        async def complete_and_reserve(self, record, queues, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(record.id)
+            return await super().complete_and_reserve(record, queues, **kwargs)
+
+    driver = Watched({"url": f"sqlite:///{tmp_path}/jobs.db"})
+    await driver.connect()
+    try:
+        async with QueueManager(driver=driver) as qm:
+            for _ in range(3):
+                await qm.dispatch(Sleeper())
+            summary = await asyncio.wait_for(qm.start_worker(max_jobs=3), 10)
+            assert summary.completed == 3 and len(calls) == 2
+    finally:
+        await driver.close()

@@ -141,6 +141,40 @@ class QueueDriver(ABC):
         """Complete several jobs (one round trip where the backend can); one flag per record."""
         return [await self.complete(record) for record in records]
 
+    async def complete_and_reserve(
+        self,
+        record: JobRecord,
+        queues: Sequence[str] | None,
+        *,
+        lease: float,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> tuple[bool, list[JobRecord]]:
+        """Complete ``record``, then lease up to ``limit`` next jobs: ``(completed, records)``.
+
+        ``completed`` is what ``complete(record)`` returns (False if the lease was lost; the
+        reservation happens either way). ``records`` is what ``reserve_many(queues, lease=lease,
+        limit=limit, wait=wait)`` returns: each lease starts when that job is reserved, and the
+        completion is stored before any waiting starts. ``limit=0`` only completes.
+
+        A worker running one job at a time calls this once per job instead of ``complete``
+        then ``reserve``. The default does exactly that, in two calls. Override it when the
+        backend can do both in one round trip or one transaction; the worker then prefers it
+        to running the two calls side by side. If it raises, the caller cannot tell whether
+        the completion was stored: calling ``complete(record)`` again is safe (it returns False
+        once the job is gone), and no job is left leased by the failed call.
+
+        Example::
+
+            completed, records = await driver.complete_and_reserve(
+                record, ["default"], lease=90.0
+            )
+        """
+        completed = await self.complete(record)
+        if limit <= 0:
+            return completed, []
+        return completed, await self.reserve_many(queues, lease=lease, limit=limit, wait=wait)
+
     @abstractmethod
     async def release(
         self, record: JobRecord, *, delay: float = 0.0, error: str | None = None

@@ -245,12 +245,34 @@ class MemoryDriver(QueueDriver):
 
     async def complete(self, record: JobRecord) -> bool:
         with self._lock:
-            stored = self._settle(record)
-            if stored is None:
-                return False
-            if stored.unique_key is not None:
-                self._unique.pop(stored.unique_key, None)
-            return True
+            return self._complete(record)
+
+    def _complete(self, record: JobRecord) -> bool:
+        stored = self._settle(record)
+        if stored is None:
+            return False
+        if stored.unique_key is not None:
+            self._unique.pop(stored.unique_key, None)
+        return True
+
+    async def complete_and_reserve(
+        self,
+        record: JobRecord,
+        queues: Sequence[str] | None,
+        *,
+        lease: float,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> tuple[bool, list[JobRecord]]:
+        """Complete ``record`` and take the next jobs under one acquisition of the lock."""
+        records: list[JobRecord] = []
+        with self._lock:
+            completed = self._complete(record)
+            while len(records) < limit and (taken := self._take(queues, lease)) is not None:
+                records.append(taken)
+        if records or limit <= 0 or wait <= 0:
+            return completed, records
+        return completed, await self.reserve_many(queues, lease=lease, limit=limit, wait=wait)
 
     async def release(
         self, record: JobRecord, *, delay: float = 0.0, error: str | None = None

@@ -532,6 +532,110 @@ class DriverContract:
         assert await driver.complete_many(first) == [False] * 3
         assert await driver.reserve_many(None, lease=LEASE, limit=3) == []
 
+    # -- complete_and_reserve ------------------------------------------------------------
+
+    async def test_complete_and_reserve_completes_and_leases_the_next_jobs(
+        self, driver: QueueDriver, second: QueueDriver
+    ) -> None:
+        t = now()
+        records = [make_record(i, created_at=t, available_at=t) for i in range(4)]
+        await driver.push_many(records)
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None and first.id == records[0].id
+        before = now()
+        completed, taken = await driver.complete_and_reserve(first, None, lease=LEASE, limit=2)
+        assert completed is True
+        assert [r.id for r in taken] == [r.id for r in records[1:3]], "limit and order hold"
+        for record in taken:
+            assert record.attempts == 1 and record.lease_token
+            assert record.reserved_until is not None
+            assert before + LEASE - 1 <= record.reserved_until <= now() + LEASE + 1, (
+                "the lease starts when the job is reserved"
+            )
+        assert await driver.complete(first) is False, "the first job is gone"
+        # The leases are real: another handle gets only the job nobody holds.
+        rest = await second.reserve(None, lease=LEASE)
+        assert rest is not None and rest.id == records[3].id
+        assert await second.reserve(None, lease=LEASE) is None
+        assert await driver.complete_many(taken) == [True, True]
+        assert await second.complete(rest) is True
+
+    async def test_complete_and_reserve_reports_a_lost_lease_like_complete(
+        self, driver: QueueDriver, second: QueueDriver
+    ) -> None:
+        await driver.push(make_record(1))
+        old = await driver.reserve(None, lease=SHORT)
+        assert old is not None
+        await asyncio.sleep(SHORT + 0.2)
+        holder = await second.reserve(None, lease=LEASE)
+        assert holder is not None and holder.id == old.id
+        nxt = make_record(2)
+        await driver.push(nxt)
+        completed, taken = await driver.complete_and_reserve(old, None, lease=LEASE)
+        assert completed is False, "the job another worker holds is not deleted"
+        assert [r.id for r in taken] == [nxt.id], "the reservation happens either way"
+        never = make_record(3)
+        assert await driver.complete_and_reserve(never, None, lease=LEASE) == (False, [])
+        assert await driver.complete(never) is False
+        assert await second.complete(holder) is True
+        assert await driver.complete(taken[0]) is True
+
+    async def test_complete_and_reserve_takes_only_from_the_given_queues(
+        self, driver: QueueDriver
+    ) -> None:
+        await driver.push(make_record(1, queue="a"))
+        first = await driver.reserve(["a"], lease=LEASE)
+        assert first is not None
+        other = make_record(2, queue="b")
+        await driver.push(other)
+        assert await driver.complete_and_reserve(first, ["a"], lease=LEASE) == (True, [])
+        late = make_record(3, queue="a")
+        await driver.push(late)
+        got = await driver.reserve(["a"], lease=LEASE)
+        assert got is not None and got.id == late.id
+        completed, taken = await driver.complete_and_reserve(got, ["c", "b"], lease=LEASE)
+        assert completed is True and [r.id for r in taken] == [other.id]
+        assert await driver.complete(taken[0]) is True
+
+    async def test_complete_and_reserve_with_limit_zero_only_completes(
+        self, driver: QueueDriver
+    ) -> None:
+        await driver.push_many([make_record(1), make_record(2)])
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None
+        assert await driver.complete_and_reserve(first, None, lease=LEASE, limit=0) == (True, [])
+        stats = (await driver.stats(["default"]))["default"]
+        assert (stats["pending"], stats["reserved"]) == (1, 0)
+
+    async def test_complete_and_reserve_completes_before_it_waits(
+        self, driver: QueueDriver, second: QueueDriver
+    ) -> None:
+        await driver.push(make_record(1))
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None
+        nxt = make_record(2)
+
+        async def check_then_push() -> None:
+            await asyncio.sleep(SHORT / 2)
+            stats = (await second.stats(["default"]))["default"]
+            assert stats["reserved"] == 0, "the completion is stored while the call still waits"
+            await second.push(nxt)
+
+        pusher = asyncio.create_task(check_then_push())
+        completed, taken = await driver.complete_and_reserve(
+            first, None, lease=LEASE, wait=SHORT * 10
+        )
+        await pusher
+        assert completed is True and [r.id for r in taken] == [nxt.id]
+        assert await driver.complete(taken[0]) is True
+        started = time.monotonic()
+        again = await driver.push(make_record(3))
+        assert again is True
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None
+        assert await driver.complete_and_reserve(got, None, lease=LEASE, wait=SHORT) == (True, [])
+        assert time.monotonic() - started >= SHORT - 0.05, "it waited for work"
+
     async def test_unique_key_refuses_a_pending_duplicate(self, driver: QueueDriver) -> None:
         _needs(driver, Capability.UNIQUE)
         assert await driver.push(make_record(1, unique_key="user-1")) is True

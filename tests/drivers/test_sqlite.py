@@ -19,7 +19,7 @@ from queuekit.drivers.database.schema import (
     record_to_row,
 )
 from queuekit.drivers.database.sqlite import SQLiteDriver
-from queuekit.drivers.database.sqlite_thread import WRITE, ConnectionThread
+from queuekit.drivers.database.sqlite_thread import READ, WRITE, ConnectionThread
 from queuekit.errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
 from queuekit.manager import QueueManager
 from queuekit.testing import ContractJob, DriverContract, make_record
@@ -201,6 +201,46 @@ async def test_a_worker_drains_around_a_corrupt_row(tmp_path: Path) -> None:
         assert summary.completed == 2
         assert sorted(ContractJob.ran) == [1, 2]
         assert (await manager.stats(["default"]))["default"]["failed"] == 1
+
+
+async def test_completing_beside_a_corrupt_row_completes_and_leaves_the_error_to_reserve(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    driver = await open_sqlite(path)
+    try:
+        await driver.push(make_record(1))
+        _insert_raw(path, "{not json", "bad-next-row")
+        after = make_record(2)
+        await driver.push(after)
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None
+        # The completion stands and nothing is left leased; reserve() reports the bad row.
+        assert await driver.complete_and_reserve(first, None, lease=LEASE) == (True, [])
+        assert (await driver.stats(["default"]))["default"]["reserved"] == 0
+        with pytest.raises(CorruptStoreError, match="bad-next-row"):
+            await driver.reserve(None, lease=LEASE)
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None and got.id == after.id and got.attempts == 1
+    finally:
+        await driver.close()
+
+
+async def test_complete_and_reserve_is_one_write_transaction(tmp_path: Path) -> None:
+    driver = await open_sqlite(tmp_path / "jobs.db")
+    try:
+        await driver.push_many([make_record(1), make_record(2)])
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None
+        statements: list[str] = []
+        # The connection belongs to the driver's thread: install the trace from there.
+        await driver._call(READ, lambda conn: conn.set_trace_callback(statements.append))
+        completed, taken = await driver.complete_and_reserve(first, None, lease=LEASE)
+        await driver._call(READ, lambda conn: conn.set_trace_callback(None))
+        assert completed is True and len(taken) == 1
+        assert [s.split()[0] for s in statements] == ["BEGIN", "DELETE", "UPDATE", "COMMIT"]
+    finally:
+        await driver.close()
 
 
 async def test_a_file_that_is_not_a_database_is_named_and_left_alone(tmp_path: Path) -> None:

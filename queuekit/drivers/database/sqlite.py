@@ -300,12 +300,20 @@ class SQLiteDriver(QueueDriver):
         )
 
     def _lease_rows(
-        self, conn: sqlite3.Connection, queues: tuple[str, ...] | None, lease: float, limit: int
+        self,
+        conn: sqlite3.Connection,
+        queues: tuple[str, ...] | None,
+        lease: float,
+        limit: int,
+        *,
+        quarantine: bool = True,
     ) -> tuple[list[JobRecord], list[str]]:
-        """Lease up to ``limit`` due rows; ``(records, errors of the rows quarantined)``.
+        """Lease up to ``limit`` due rows; ``(records, errors of the unreadable rows)``.
 
         Runs in a ``BEGIN IMMEDIATE`` transaction (a ``WRITE`` operation): no other connection
-        can read the same rows as free in between.
+        can read the same rows as free in between. When a row is unreadable, no record comes
+        back and every row is handed back; the unreadable ones are first moved to the failed
+        table unless ``quarantine`` is False.
         """
         at = now()
         params: dict[str, Any] = {"now": at, "until": at + lease, "limit": limit}
@@ -332,7 +340,11 @@ class SQLiteDriver(QueueDriver):
                 corrupt.append((row[0], e))
         if not corrupt:
             return records, []
-        self._quarantine(conn, corrupt, [row[0] for row in rows])
+        if quarantine:
+            self._quarantine(conn, corrupt, [row[0] for row in rows])
+        else:
+            for row in rows:
+                conn.execute(self.sql.unlease, (row[0],))
         return [], [str(e) for _, e in corrupt]
 
     def _quarantine(
@@ -378,6 +390,45 @@ class SQLiteDriver(QueueDriver):
         if not records:
             return []
         return await self._call(WRITE, self._delete_fenced, [fence_of(r) for r in records])
+
+    async def complete_and_reserve(
+        self,
+        record: JobRecord,
+        queues: Sequence[str] | None,
+        *,
+        lease: float,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> tuple[bool, list[JobRecord]]:
+        """Delete a finished job and lease the next ones in one write transaction.
+
+        A worker taking one job at a time then pays one commit per job instead of two. When
+        nothing is due, the deletion is committed first and the wait is ``reserve_many``'s.
+        """
+        if limit <= 0:
+            return await self.complete(record), []
+        names = None if queues is None else tuple(queues)
+        completed, records = await self._call(
+            WRITE, self._delete_and_lease, fence_of(record), names, lease, limit
+        )
+        if records or wait <= 0:
+            return completed, records
+        return completed, await self.reserve_many(queues, lease=lease, limit=limit, wait=wait)
+
+    def _delete_and_lease(
+        self,
+        conn: sqlite3.Connection,
+        fence: tuple[int, str] | None,
+        queues: tuple[str, ...] | None,
+        lease: float,
+        limit: int,
+    ) -> tuple[bool, list[JobRecord]]:
+        completed = fence is not None and conn.execute(self.sql.complete, fence).rowcount > 0
+        records, corrupt = self._lease_rows(conn, queues, lease, limit, quarantine=False)
+        # Unreadable rows were handed back untouched: the next reserve() moves them to the
+        # failed table and raises, where the worker reports it, instead of this call raising
+        # and leaving the caller unsure whether its job was completed.
+        return completed, [] if corrupt else records
 
     def _delete_fenced(
         self, conn: sqlite3.Connection, fences: Sequence[tuple[int, str] | None]
