@@ -112,6 +112,7 @@ class FileDriver(QueueDriver):
         )
         self._replica = MemoryReplica()
         self._io: IOThread | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
         self._ops = Operations(self._replica, self._store, [])
         self._pid = os.getpid()
         self._forks = _forks
@@ -130,7 +131,7 @@ class FileDriver(QueueDriver):
         self._io = IOThread(self._store, self._replica)
         self._ops = Operations(self._replica, self._store, self._io.lines)
         # Stop the thread if the driver is dropped without close().
-        weakref.finalize(self, self._io.stop)
+        self._finalizer = weakref.finalize(self, self._io.abandon)
         try:
             await self._call(self._store.open, self._replica, locked=False)
         except BaseException:
@@ -141,6 +142,8 @@ class FileDriver(QueueDriver):
         io, self._io = self._io, None
         if io is None:
             return
+        if self._finalizer is not None:
+            self._finalizer.detach()
         try:
             await io.call(self._store.close, locked=False, durable=False)
         finally:

@@ -2,11 +2,14 @@
 
 Calls queue up while the thread works; it takes them all, holds the cross-process lock once,
 catches up once, appends all their lines in one write and fsyncs once (group commit), then
-answers each. A sequential caller pays one hand-off each way per call, so both are kept to a
-minimum: the calls go through a ``queue.SimpleQueue`` (one futex wake-up), and the answers of a
-whole batch go to each waiting event loop with one wake-up of its selector (an ``eventfd`` or a
-pipe the loop watches), instead of one ``call_soon_threadsafe`` per call, whose self-pipe costs
-a socket send, two receives and a callback handle each time.
+answers each. A caller that awaits each call before the next pays one hand-off each way per
+call, and on a busy or virtual machine the wake-ups cost more than the file work, so both ways
+use the cheapest wake-up measured: a descriptor (an ``eventfd`` on Linux, a pipe elsewhere)
+written only when the other side sleeps. A write to one lets the sleeper run without
+preempting the writer, where a ``queue.SimpleQueue``'s futex wakes the thread into a wait for
+the interpreter lock the caller still holds; and each loop gets a batch's answers with one
+wake-up of its selector, where ``call_soon_threadsafe`` costs a socket send, two receives and a
+callback handle per call.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +32,26 @@ if TYPE_CHECKING:
 __all__ = ["IOThread", "wake"]
 
 _MAX_BATCH = 512  # operations sharing one lock acquisition, write and fsync
+_ONE = (1).to_bytes(8, sys.byteorder)  # an eventfd adds up 8-byte counts; a pipe takes any byte
+
+
+def _wakeup_fds(*, blocking_read: bool) -> tuple[int, int]:
+    """(read end, write end) of a wake-up descriptor; the write end never blocks."""
+    if hasattr(os, "eventfd"):
+        flags = os.EFD_CLOEXEC | (0 if blocking_read else os.EFD_NONBLOCK)
+        fd = os.eventfd(0, flags)  # its count cannot overflow: a write never blocks
+        return fd, fd
+    read_end, write_end = os.pipe()  # pragma: no cover - POSIX without eventfd
+    os.set_blocking(write_end, False)  # pragma: no cover
+    os.set_blocking(read_end, blocking_read)  # pragma: no cover
+    return read_end, write_end  # pragma: no cover
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in set(fds):
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class _IOCall:
@@ -107,21 +130,16 @@ class _FdAnswers(_Answers):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(loop)
-        if hasattr(os, "eventfd"):
-            self._rfd = self._wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        else:  # pragma: no cover - POSIX without eventfd
-            self._rfd, self._wfd = os.pipe()
-            os.set_blocking(self._rfd, False)
-            os.set_blocking(self._wfd, False)
+        self._rfd, self._wfd = _wakeup_fds(blocking_read=False)
         try:
             loop.add_reader(self._rfd, self._on_readable)
         except BaseException:
-            self._close_fds()
+            _close_fds(self._rfd, self._wfd)
             raise
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # full: the loop has wake-ups pending
-            os.write(self._wfd, b"\1\0\0\0\0\0\0\0")  # an eventfd takes an 8-byte count
+        with contextlib.suppress(BlockingIOError):  # a full pipe: wake-ups are pending
+            os.write(self._wfd, _ONE)
 
     def _on_readable(self) -> None:
         # Read before delivering: a wake-up written after this read is seen by the next turn.
@@ -132,12 +150,7 @@ class _FdAnswers(_Answers):
     def close(self) -> None:
         if not self.loop.is_closed():
             self.loop.remove_reader(self._rfd)
-        self._close_fds()
-
-    def _close_fds(self) -> None:
-        for fd in {self._rfd, self._wfd}:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        _close_fds(self._rfd, self._wfd)
         self._rfd = self._wfd = -1
 
 
@@ -153,7 +166,13 @@ class IOThread:
         self.replica = replica
         #: Journal lines the calls of the batch under way queue for its one append.
         self.lines: list[bytes] = []
-        self._queue: queue.SimpleQueue[_IOCall | None] = queue.SimpleQueue()
+        # Calls waiting for the thread; None asks it to end. The thread sleeps reading _wake_r
+        # only after setting _sleeping and finding this empty, so a call appended while it
+        # works needs no wake-up.
+        self._calls: deque[_IOCall | None] = deque()
+        self._sleeping = False
+        self._wake_r, self._wake_w = _wakeup_fds(blocking_read=True)
+        self._abandoned = False
         # One per event loop that called; created on the loop's own thread.
         self._answers: dict[asyncio.AbstractEventLoop, _Answers] = {}
         self._thread = threading.Thread(
@@ -179,7 +198,9 @@ class IOThread:
         loop = asyncio.get_running_loop()
         answers = self._answers.get(loop) or self._watch(loop)
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_IOCall(fn, args, answers, future, locked, durable, skip, empty))
+        self._calls.append(_IOCall(fn, args, answers, future, locked, durable, skip, empty))
+        if self._sleeping:
+            self._wake_thread()
         return await future
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> _Answers:
@@ -192,7 +213,18 @@ class IOThread:
 
     def stop(self) -> None:
         """Let the thread finish the calls already queued, then end."""
-        self._queue.put(None)
+        self._calls.append(None)
+        self._wake_thread()
+
+    def abandon(self) -> None:
+        """``stop()`` for a driver dropped without ``close()``: nobody can call any more, so
+        the thread also closes its wake-up descriptor as it ends."""
+        self._abandoned = True
+        self.stop()
+
+    def _wake_thread(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe: wake-ups are pending
+            os.write(self._wake_w, _ONE)
 
     async def join(self, timeout: float) -> None:
         """Wait (off the loop) for the thread to end, then stop watching for its answers.
@@ -201,7 +233,9 @@ class IOThread:
         """
         await asyncio.to_thread(self._thread.join, timeout)
         if self._thread.is_alive():
-            return  # still answering: keep the descriptors it writes to
+            return  # still working: keep the descriptors it reads and writes
+        _close_fds(self._wake_r, self._wake_w)
+        self._wake_r = self._wake_w = -1
         current = asyncio.get_running_loop()
         answers, self._answers = self._answers, {}
         for loop, channel in answers.items():
@@ -214,21 +248,31 @@ class IOThread:
                     channel.close()
 
     def _run(self) -> None:
-        while (call := self._queue.get()) is not None:
-            batch = [call]
-            stopping = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            self._answer(batch, self._run_batch(batch))
-            if stopping:
-                return
+        calls = self._calls
+        try:
+            while True:
+                self._sleeping = True
+                if not calls:
+                    os.read(self._wake_r, 4096)
+                    continue
+                self._sleeping = False
+                batch: list[_IOCall] = []
+                stopping = False
+                while calls and len(batch) < _MAX_BATCH:
+                    call = calls.popleft()
+                    if call is None:
+                        stopping = True
+                        break
+                    batch.append(call)
+                if batch:
+                    self._answer(batch, self._run_batch(batch))
+                if stopping:
+                    return
+        finally:
+            self._sleeping = False
+            if self._abandoned:
+                _close_fds(self._wake_r, self._wake_w)
+                self._wake_r = self._wake_w = -1
 
     def _run_batch(self, batch: list[_IOCall]) -> list[_Answer]:
         """Run a batch; returns each call's (future, result, error) in order."""

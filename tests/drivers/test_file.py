@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -375,6 +377,24 @@ async def test_answers_reach_every_calling_loop_and_close_releases_every_descrip
     assert sorted(await drain(driver)) == sorted(r.id for r in [*elsewhere, *here])
     await driver.close()
     assert _descriptors_of((str(tmp_path),)) <= before, "a descriptor was left open"
+
+
+async def test_a_driver_dropped_without_close_stops_its_thread(tmp_path: Path) -> None:
+    driver = await open_file_driver(tmp_path / "jobs.json")
+    await driver.push(make_record(1))
+    name = f"queuekit-file {driver.path}"
+    del driver
+    gc.collect()
+    for _ in range(200):
+        if not any(t.name == name for t in threading.enumerate()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(t.name == name for t in threading.enumerate()), "the I/O thread still runs"
+    reopened = await open_file_driver(tmp_path / "jobs.json")
+    try:
+        assert (await reopened.stats())["default"]["pending"] == 1
+    finally:
+        await reopened.close()
 
 
 def _report_of_child(pid: int, read_end: int) -> str:
