@@ -25,7 +25,13 @@ from ..errors import ConfigError, CorruptStoreError, PayloadError
 from ..record import JobRecord
 from . import redis_scripts as lua
 from .base import Capability, QueueDriver, QueueStats
-from .redis_connection import ClientTransport, RedisAddress, RedisTransport, make_client
+from .redis_connection import (
+    ClientTransport,
+    RedisAddress,
+    RedisTransport,
+    ScriptCall,
+    make_client,
+)
 
 __all__ = ["RedisDriver", "RedisOptions"]
 
@@ -235,28 +241,68 @@ class RedisDriver(QueueDriver):
     async def reserve_many(
         self, queues: Sequence[str] | None, *, lease: float, limit: int, wait: float = 0.0
     ) -> list[JobRecord]:
+        _, records = await self._reserve(queues, lease, limit, wait)
+        return records
+
+    async def complete_and_reserve(
+        self,
+        record: JobRecord,
+        queues: Sequence[str] | None,
+        *,
+        lease: float,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> tuple[bool, list[JobRecord]]:
+        """``COMPLETE`` and the first ``RESERVE`` in one pipelined round trip, in that order.
+
+        On a cluster the two name different slots, and the default (two calls) is used. If the
+        round trip fails after Redis ran the reservation, the leased job is reclaimed when its
+        lease runs out, as after any reservation whose reply was lost.
+        """
+        if self._t().cluster or record.lease_token is None or limit <= 0:
+            return await super().complete_and_reserve(
+                record, queues, lease=lease, limit=limit, wait=wait
+            )
+        settle = (lua.COMPLETE, self._keys_of(record.queue), [record.id, record.lease_token])
+        flags, records = await self._reserve(queues, lease, limit, wait, settle=settle)
+        return bool(flags[0]), records
+
+    async def _reserve(
+        self,
+        queues: Sequence[str] | None,
+        lease: float,
+        limit: int,
+        wait: float,
+        *,
+        settle: ScriptCall | None = None,
+    ) -> tuple[Any, list[JobRecord]]:
+        """Lease up to ``limit`` jobs, waiting up to ``wait`` seconds for the first.
+
+        ``settle``, a script run just before the first reservation in the same round trip
+        (outside a cluster only), and its reply comes back first.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         best = queues is None
         names = await self._watched(queues)
-        records, next_due = await self._take(names, best, lease, limit)
+        settled, (records, next_due) = await self._take(names, best, lease, limit, settle)
         while not records:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return []
+                break
             timeout = min(remaining, self.options.block_for)
             if next_due is not None:
                 timeout = min(timeout, next_due - now())
             if timeout < 0.002:  # shorter than Redis can block for: just look again
-                records, next_due = await self._take(names, best, lease, limit)
+                _, (records, next_due) = await self._take(names, best, lease, limit)
             elif len(names) == 1 or not self._t().cluster:
                 records, next_due = await self._wait_and_take(names, best, lease, limit, timeout)
             else:
                 await self._t().block([self._keys_of(q)[_NOTIFY] for q in names], timeout)
-                records, next_due = await self._take(names, best, lease, limit)
+                _, (records, next_due) = await self._take(names, best, lease, limit)
             if not records and best:
                 names = await self._watched(queues)
-        return records
+        return settled, records
 
     async def _watched(self, queues: Sequence[str] | None) -> list[str]:
         if queues is not None:
@@ -276,9 +322,21 @@ class RedisDriver(QueueDriver):
         return keys, [at, repr(lease), limit, mode, new_token() + "-"]
 
     async def _take(
-        self, names: list[str], best: bool, lease: float, limit: int
-    ) -> tuple[list[JobRecord], float | None]:
-        """Lease up to ``limit`` jobs; with none, also the next instant work becomes due."""
+        self,
+        names: list[str],
+        best: bool,
+        lease: float,
+        limit: int,
+        settle: ScriptCall | None = None,
+    ) -> tuple[Any, tuple[list[JobRecord], float | None]]:
+        """Lease up to ``limit`` jobs; with none, also the next instant work becomes due.
+
+        ``settle`` runs first in the same round trip (not on a cluster); its reply comes first.
+        """
+        if settle is not None:
+            keys, args = self._reserve_args(names, best, lease, limit, server_clock=False)
+            settled, reply = await self._t().run_scripts([settle, (lua.RESERVE, keys, args)])
+            return settled, await self._leased(names, reply)
         # On a cluster a script may name one slot only: one reservation per queue, in order.
         groups = [[q] for q in names] if self._t().cluster else [names]
         records: list[JobRecord] = []
@@ -294,7 +352,7 @@ class RedisDriver(QueueDriver):
                 next_due = due if next_due is None else min(next_due, due)
             if len(records) >= limit:
                 break
-        return records, next_due
+        return None, (records, next_due)
 
     async def _wait_and_take(
         self, names: list[str], best: bool, lease: float, limit: int, timeout: float

@@ -440,6 +440,30 @@ def test_the_drivers_connections_pack_commands_as_redis_py_does() -> None:
             assert packed == b"".join(plain.pack_command(*command)), (url, command[0])
 
 
+async def test_complete_and_reserve_is_one_round_trip(prefix: str) -> None:
+    driver = await open_redis(prefix)
+    try:
+        await driver.push_many([make_record(1), make_record(2)])
+        first = await driver.reserve(["default"], lease=LEASE)
+        assert first is not None
+        transport = driver._t()
+        calls: list[str] = []
+        for name in ("execute", "run_script", "run_scripts", "block", "block_then_run"):
+            original = getattr(transport, name)
+
+            def counting(*args: Any, _name: str = name, _call: Any = original) -> Any:
+                calls.append(_name)
+                return _call(*args)
+
+            setattr(transport, name, counting)
+        completed, taken = await driver.complete_and_reserve(first, ["default"], lease=LEASE)
+        assert completed is True and len(taken) == 1 and taken[0].id != first.id
+        assert calls == ["run_scripts"], "the completion and the reservation share one pipeline"
+        assert await driver.complete(first) is False
+    finally:
+        await driver.close()
+
+
 async def test_every_queue_takes_the_best_job_across_queues(prefix: str) -> None:
     driver = await open_redis(prefix)
     try:
