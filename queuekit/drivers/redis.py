@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .. import codec
 from ..clock import new_token, now
 from ..config import parse_options
-from ..errors import ConfigError, CorruptStoreError, PayloadError
+from ..errors import CorruptStoreError
 from ..record import JobRecord
+from . import redis_records as storage
 from . import redis_scripts as lua
 from .base import Capability, QueueDriver, QueueStats
 from .redis_connection import (
@@ -32,57 +29,16 @@ from .redis_connection import (
     ScriptCall,
     make_client,
 )
+from .redis_options import RedisOptions
 
 __all__ = ["RedisDriver", "RedisOptions"]
 
 log = logging.getLogger("queuekit.drivers.redis")
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _NOTIFY = lua.KEY_NAMES.index("notify")
 _JOBS = lua.KEY_NAMES.index("jobs")
-# Orders jobs of equal priority and available_at by push; only ties within one microsecond
-# need it, and those are only ordered within one process (across processes there is no order).
-_push_seq = itertools.count()
 _CHUNK = 1000  # jobs per script run in bulk maintenance, bounding how long Redis is busy
 _REFRESH_QUEUES = 1.0  # seconds a worker on every queue trusts its list of queue names
-
-
-class RedisOptions(BaseModel):
-    """Options of the ``queue.redis`` section.
-
-    ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; password and database number
-    come through the URL) or ``connection``, the name of one of ``connections`` (a map of
-    names to URLs; the name ``default`` falls back to ``url``). ``queue`` is the queue a worker
-    on every queue watches even before anything was pushed. ``retry_after`` is the lease in
-    seconds; ``prefix`` starts every key; ``block_for`` bounds one blocking wait (seconds).
-    ``cluster`` uses redis-py's ``RedisCluster`` client for a Redis Cluster.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str | None = None
-    connection: str | None = None
-    connections: dict[str, str] = Field(default_factory=dict)
-    queue: str = Field("default", min_length=1)
-    retry_after: float = Field(90.0, gt=0)
-    prefix: str = Field("queuekit", min_length=1)
-    block_for: float = Field(5.0, gt=0)
-    cluster: bool = False
-    connect_timeout: float = Field(5.0, gt=0)
-    socket_timeout: float = Field(10.0, gt=0)
-
-    def resolved_url(self) -> str:
-        """The URL to connect to; ``ConfigError`` for a connection name that is not defined."""
-        name = self.connection
-        if name is not None and name in self.connections:
-            return self.connections[name]
-        if name is not None and name != "default":
-            known = ", ".join(sorted(self.connections)) or "none"
-            raise ConfigError(
-                f"queue.redis.connection: unknown connection {name!r}; "
-                f"queue.redis.connections defines: {known}"
-            )
-        return self.url or DEFAULT_URL
 
 
 class RedisDriver(QueueDriver):
@@ -169,27 +125,12 @@ class RedisDriver(QueueDriver):
 
     async def _known_queues(self) -> list[str]:
         members = await self._t().execute("SMEMBERS", lua.queues_key(self.prefix))
-        return sorted(_text(m) for m in members)
+        return sorted(storage.text(m) for m in members)
 
     # -- storing ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _placement(record: JobRecord, at: float) -> list[str]:
-        """-priority, the ready member, and available_at if delayed, else '' (redis_scripts)."""
-        available = record.available_at
-        member = lua.rank(available, next(_push_seq), record.attempts) + record.id
-        return [str(-record.priority), member, repr(available) if available > at else ""]
-
-    @staticmethod
-    def _body(record: JobRecord) -> bytes:
-        """The record's stored form (``JobRecord.to_json``) as UTF-8 JSON."""
-        try:
-            return codec.dumps_bytes(record.to_json())
-        except (TypeError, ValueError) as e:
-            raise _unstorable(record, e) from e
-
     async def push(self, record: JobRecord, **options: Any) -> bool:
-        args = [self._body(record), *self._placement(record, now())]
+        args = [storage.body(record), *storage.placement(record, now())]
         if record.queue not in self._registered:
             await self._register([record.queue])
         # 0 means the id was already stored: a replay of a push whose reply was lost.
@@ -199,41 +140,19 @@ class RedisDriver(QueueDriver):
     async def push_many(self, records: Sequence[JobRecord], **options: Any) -> None:
         if not records:
             return
-        at = now()
-        # Per queue: HSET pairs (id, JSON), ready ZADD pairs and delayed ZADD pairs, laid out
-        # as PUSH_MANY hands them on. Encoding may raise: then nothing was sent.
-        layout: dict[str, tuple[list[Any], list[Any], list[Any]]] = {}
-        placement, dumps = self._placement, codec.dumps_bytes
-        record = records[0]
-        try:
-            for record in records:
-                lists = layout.get(record.queue)
-                if lists is None:
-                    lists = layout[record.queue] = ([], [], [])
-                score, member, delay = placement(record, at)
-                lists[0].extend((record.id, dumps(record.to_json())))
-                if delay:
-                    lists[2].extend((delay, f"{score}|{member}"))
-                else:
-                    lists[1].extend((score, member))
-        except (TypeError, ValueError) as e:
-            raise _unstorable(record, e) from e
-        await self._register(list(layout))
+        batch = storage.layout(records, now())  # may raise: then nothing was sent
+        await self._register(list(batch))
         # One script for every queue makes the batch atomic; on a cluster a script may only name
         # one slot, so there the batch is atomic per queue.
-        groups = [[q] for q in layout] if self._t().cluster else [list(layout)]
-        calls = []
-        for group in groups:
-            keys: list[str] = []
-            args: list[Any] = [layout[group[0]][0][0]]
-            for i, queue in enumerate(group):
-                keys += self._keys_of(queue)
-                jobs, ready, delayed = layout[queue]
-                args += (i * lua.KEYS_PER_QUEUE, len(jobs) // 2, len(ready) // 2, len(delayed) // 2)
-                args += jobs
-                args += ready
-                args += delayed
-            calls.append((lua.PUSH_MANY, keys, args))
+        groups = [[q] for q in batch] if self._t().cluster else [list(batch)]
+        calls = [
+            (
+                lua.PUSH_MANY,
+                [k for q in group for k in self._keys_of(q)],
+                storage.push_many_args(batch, group),
+            )
+            for group in groups
+        ]
         await self._t().run_scripts(calls)
 
     # -- reserving -------------------------------------------------------------------------
@@ -376,8 +295,8 @@ class RedisDriver(QueueDriver):
         records = []
         for i in range(2, len(reply), 5):
             queue, job_id, body, attempts, token = reply[i : i + 5]
-            token = _text(token)
-            record = await self._decode(names[int(queue)], _text(job_id), body, token)
+            token = storage.text(token)
+            record = await self._decode(names[int(queue)], storage.text(job_id), body, token)
             if record is not None:
                 record.attempts = int(attempts)
                 record.lease_token = token
@@ -393,7 +312,7 @@ class RedisDriver(QueueDriver):
         """Parse a leased record; a corrupt one goes to the failed set unchanged, loudly."""
         keys = self._keys_of(queue)
         try:
-            return _decode(body, lambda: self._source(queue, job_id))
+            return storage.decode(body, lambda: self._source(queue, job_id))
         except CorruptStoreError as e:
             # Its bytes are written back as they were (never "repaired"), so a person can
             # inspect them with HGET; the other jobs of this reservation carry on.
@@ -444,20 +363,20 @@ class RedisDriver(QueueDriver):
         if record.lease_token is None:
             return False
         at = now()
-        stored = _unleased(record)
+        stored = storage.unleased(record)
         stored.available_at = at + delay
         if error is not None:
             stored.last_error = error
-        args = [record.id, record.lease_token, self._body(stored), *self._placement(stored, at)]
+        args = [record.id, record.lease_token, storage.body(stored), *storage.placement(stored, at)]
         return bool(await self._t().run_script(lua.RELEASE, self._keys_of(record.queue), args))
 
     async def fail(self, record: JobRecord, error: str) -> bool:
         if record.lease_token is None:
             return False
-        stored = _unleased(record)
+        stored = storage.unleased(record)
         stored.last_error = error
         stored.failed_at = now()
-        args = [record.id, record.lease_token, self._body(stored), repr(stored.failed_at)]
+        args = [record.id, record.lease_token, storage.body(stored), repr(stored.failed_at)]
         return bool(await self._t().run_script(lua.FAIL, self._keys_of(record.queue), args))
 
     # -- inspecting and managing -----------------------------------------------------------
@@ -490,10 +409,10 @@ class RedisDriver(QueueDriver):
         out: dict[str, list[JobRecord]] = {}
         for queue, reply in zip(names, replies, strict=True):
             for i in range(0, len(reply), 2):
-                job_id = _text(reply[i])
+                job_id = storage.text(reply[i])
                 try:
                     where = functools.partial(self._source, queue, job_id)
-                    record = _decode(reply[i + 1], where)
+                    record = storage.decode(reply[i + 1], where)
                     out.setdefault(queue, []).append(record)
                 except CorruptStoreError as e:
                     log.error("queuekit: failed job skipped: %s", e)
@@ -528,12 +447,12 @@ class RedisDriver(QueueDriver):
         for queue, records in found.items():
             args: list[Any] = []
             for record in records:
-                fresh = _unleased(record)
+                fresh = storage.unleased(record)
                 fresh.attempts = 0
                 fresh.failed_at = None
                 fresh.available_at = at
-                score, member, _ = self._placement(fresh, at)
-                args += [fresh.id, self._body(fresh), score, member]
+                score, member, _ = storage.placement(fresh, at)
+                args += [fresh.id, storage.body(fresh), score, member]
             calls.append((lua.RETRY_FAILED, self._keys_of(queue), args))
         if not calls:
             return 0
@@ -569,31 +488,3 @@ class RedisDriver(QueueDriver):
             count += n
             if n < _CHUNK:
                 return count
-
-
-def _unleased(record: JobRecord) -> JobRecord:
-    """A copy of ``record`` as it is stored when nobody holds it."""
-    stored = record.copy()
-    stored.instance = None
-    stored.reserved_until = None
-    stored.lease_token = None
-    return stored
-
-
-def _unstorable(record: JobRecord, error: Exception) -> PayloadError:
-    return PayloadError(
-        f"record {record.id} of job type {record.job_name!r} cannot be stored as JSON: {error}"
-    )
-
-
-def _decode(body: Any, source: Callable[[], str]) -> JobRecord:
-    """``JobRecord.loads``; ``source`` names the key and field, built for an error only."""
-    try:
-        return JobRecord.from_json(codec.loads(body))
-    except (ValueError, CorruptStoreError):
-        pass  # parsed again below, for the error that names where the record is
-    return JobRecord.loads(body, source=source())
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
