@@ -7,6 +7,10 @@ In one run, on the server at ``QUEUEKIT_TEST_POSTGRES_URL`` (default
   per transaction into a scratch table with a bigserial primary key (measured before and after
   queuekit's one-by-one dispatch, the mean is the reference). Without a ``pgbench`` binary, a
   sequential INSERT-per-transaction loop with psycopg stands in, and the table says so.
+- pgbench sending queuekit's own one-by-one INSERT (its columns, its NOTIFY) into tables of
+  queuekit's shape and indexes, in the same places: what the server gives that very statement
+  from a C client. The gap between it and queuekit's dispatch is the Python client's share, the
+  gap between it and the reference is the cost of the statement and the table's indexes.
 - queuekit: dispatch N no-op jobs one by one (``QueueManager.dispatch``) and in batches of 1,000
   (``dispatch_batch``); drain each lot with one worker process at concurrency 1 and 10.
 - pgqueuer (asyncpg driver): ``enqueue`` one by one and in batches of 1,000; drain with its
@@ -14,7 +18,10 @@ In one run, on the server at ``QUEUEKIT_TEST_POSTGRES_URL`` (default
 - procrastinate (psycopg): ``defer_async`` one by one, ``batch_defer_async`` of 1,000; drain with
   ``run_worker_async(wait=False)`` at concurrency 1 and 10.
 
-Drain time is measured inside the worker process, from the start of its run to its return, so
+Dispatch times start once the job objects exist (queuekit's ``Noop()`` instances, pgqueuer's and
+procrastinate's arguments are built inside the timing, being plain lists) and end when the last
+call returned; the client process's CPU time per job is shown beside them where measured. Drain
+time is measured inside the worker process, from the start of its run to its return, so
 process start-up is not counted. Every system gets tables (or a schema) of its own, dropped at the
 end. All of it runs ``--rounds`` times in turn (default 3) and the table keeps the best figure of
 each row, with the range over the rounds: load from other processes comes and goes, and a round
@@ -45,6 +52,8 @@ from typing import Any, ClassVar
 import psycopg
 
 from queuekit import QueueManager
+from queuekit.drivers.database.postgres_sql import PostgresStatements, channel_name
+from queuekit.drivers.database.schema import JOB_COLUMNS
 from queuekit.job import QueueJob
 
 URL = os.environ.get("QUEUEKIT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -69,15 +78,25 @@ class Row:
     operation: str
     jobs: int
     seconds: float
+    #: CPU seconds the client process spent meanwhile, where measured.
+    cpu: float | None = None
 
     @property
     def rate(self) -> float:
         """Jobs (or transactions) per second."""
         return self.jobs / self.seconds if self.seconds > 0 else float("inf")
 
+    @property
+    def cpu_per_job(self) -> str:
+        """The client's CPU time per job, in microseconds, or blank where not measured."""
+        return "" if self.cpu is None else f"{self.cpu / self.jobs * 1e6:.1f} us"
 
-#: The row every dispatch figure is compared with (its figures filled in per round).
-REFERENCE = Row("pgbench", "INSERT, 1 client (mean)", 0, 0.0)
+
+#: The operation of the row every dispatch target is compared with: pgbench's (or, without a
+#: pgbench binary, a psycopg loop's) single-client INSERT, mean of the runs around queuekit's.
+REFERENCE = "INSERT, 1 client (mean)"
+#: pgbench sending queuekit's own INSERT: the server's part of one-by-one dispatch.
+OWN_INSERT = ("pgbench", "queuekit's INSERT, 1 client (mean)")
 
 
 def _run_json(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -103,32 +122,70 @@ def _sql(statement: str) -> None:
 # -- the single-client INSERT reference ----------------------------------------------------------
 
 
+def _pgbench(script: str, seconds: float, *extra: str) -> float | None:
+    """Transactions per second of ``pgbench -c 1 -M prepared`` running ``script`` (None: no
+    pgbench binary)."""
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as file:
+        file.write(script)
+    try:
+        command = [pgbench, "-n", "-c", "1", "-j", "1", "-M", "prepared", *extra]
+        command += ["-T", str(max(1, round(seconds))), "-f", file.name, URL]
+        out = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 60, check=True
+        )
+    finally:
+        os.unlink(file.name)
+    return float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+
+
 def insert_reference(seconds: float) -> Row:
     """pgbench's single-client INSERT rate (or a psycopg loop where pgbench is missing)."""
     table = f"bench_insert_{uuid.uuid4().hex[:8]}"
     _sql(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, payload text NOT NULL)")
     try:
-        pgbench = shutil.which("pgbench")
-        if pgbench is None:
+        tps = _pgbench(f"INSERT INTO {table} (payload) VALUES ('{ROW_TEXT}');\n", seconds)
+        if tps is None:
             return _insert_loop(table, seconds)
-        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
-            script.write(f"INSERT INTO {table} (payload) VALUES ('{ROW_TEXT}');\n")
-        try:
-            command = [pgbench, "-n", "-c", "1", "-j", "1", "-M", "prepared"]
-            command += ["-T", str(max(1, round(seconds))), "-f", script.name, URL]
-            out = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=seconds + 60,
-                check=True,
-            )
-        finally:
-            os.unlink(script.name)
-        tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
         return Row("pgbench", "INSERT, 1 client", round(tps * seconds), seconds)
     finally:
         _sql(f"DROP TABLE {table}")
+
+
+def queuekit_insert_reference(seconds: float) -> Row | None:
+    """pgbench sending queuekit's own one-by-one INSERT, on tables of queuekit's own shape.
+
+    The very statement ``dispatch`` sends for a ``Noop`` (its 15 columns, its NOTIFY) into a
+    table with the same indexes: what the server gives that statement from a C client, so the
+    gap between it and queuekit's one-by-one dispatch is the Python client's share. The job id is
+    a counter of pgbench's (``-D n=0``), rising as queuekit's time-ordered ids do. None without
+    pgbench.
+    """
+    table = f"bench_qkref_{uuid.uuid4().hex[:8]}"
+    sql = PostgresStatements.render(table, f"{table}_failed")
+    with psycopg.connect(URL, autocommit=True) as conn:
+        for statement in sql.create:
+            conn.execute(statement)
+    try:
+        at = time.time()
+        values = (
+            "lpad(:n::text, 36, '0'), 'bench.postgres.noop', '{}', 'default', 0, 0, 3, NULL, "
+            f"{at!r}, {at!r}, NULL, NULL, NULL, NULL, '{{}}'"
+        )
+        script = (
+            "\\set n :n + 1\n"
+            f'INSERT INTO "{table}" ({", ".join(JOB_COLUMNS)}) VALUES ({values}) '
+            f"RETURNING pg_notify('{channel_name(table)}', queue);\n"
+        )
+        tps = _pgbench(script, seconds, "-D", "n=0")
+        if tps is None:
+            return None
+        return Row("pgbench", "queuekit's INSERT, 1 client", round(tps * seconds), seconds)
+    finally:
+        for name in (table, f"{table}_failed"):
+            _sql(f'DROP TABLE IF EXISTS "{name}"')
 
 
 async def _async_insert_loop(table: str, seconds: float) -> Row:
@@ -168,17 +225,18 @@ def _queuekit_config(table: str) -> dict[str, Any]:
     return {"queue": {"driver": "database", "database": options}}
 
 
-async def _queuekit_dispatch(config: dict[str, Any], n: int, batch: bool) -> float:
+async def _queuekit_dispatch(config: dict[str, Any], n: int, batch: bool) -> tuple[float, float]:
+    """Seconds and client CPU seconds to dispatch ``n`` jobs (their objects made beforehand)."""
     async with QueueManager(config) as manager:
         jobs = [Noop() for _ in range(n)]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if batch:
             for start in range(0, n, BATCH):
                 await manager.dispatch_batch(jobs[start : start + BATCH])
         else:
             for job in jobs:
                 await manager.dispatch(job)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 async def _queuekit_worker(config: dict[str, Any], n: int, concurrency: int) -> None:
@@ -190,8 +248,8 @@ async def _queuekit_worker(config: dict[str, Any], n: int, concurrency: int) -> 
     print(json.dumps({"seconds": seconds, "completed": summary.completed, "left": left}))
 
 
-def queuekit_rows(n: int, reference: Callable[[], Row]) -> tuple[list[Row], list[Row]]:
-    """queuekit's rows, and the INSERT reference measured before and after one-by-one dispatch."""
+def queuekit_rows(n: int, references: Callable[[], list[Row]]) -> tuple[list[Row], list[Row]]:
+    """queuekit's rows, and the INSERT references measured before and after one-by-one dispatch."""
     table = f"bench_qk_{uuid.uuid4().hex[:8]}"
     config = _queuekit_config(table)
 
@@ -202,9 +260,9 @@ def queuekit_rows(n: int, reference: Callable[[], Row]) -> tuple[list[Row], list
         return Row("queuekit", f"drain c={concurrency}", n, result["seconds"])
 
     try:
-        references = [reference()]
+        measured = references()
         one = asyncio.run(_queuekit_dispatch(config, n, batch=False))
-        references.append(reference())
+        measured += reversed(references())
         drain_one = drain(1)
         batch = asyncio.run(_queuekit_dispatch(config, n, batch=True))
         drain_ten = drain(10)
@@ -213,12 +271,12 @@ def queuekit_rows(n: int, reference: Callable[[], Row]) -> tuple[list[Row], list
             _sql(f'DROP TABLE IF EXISTS "{name}"')
         _sql(f"DELETE FROM queuekit_schema WHERE table_name IN ('{table}', '{table}_failed')")
     rows = [
-        Row("queuekit", "dispatch 1 by 1", n, one),
-        Row("queuekit", f"dispatch batch {BATCH}", n, batch),
+        Row("queuekit", "dispatch 1 by 1", n, *one),
+        Row("queuekit", f"dispatch batch {BATCH}", n, *batch),
         drain_one,
         drain_ten,
     ]
-    return rows, references
+    return rows, measured
 
 
 # -- pgqueuer ------------------------------------------------------------------------------------
@@ -232,11 +290,10 @@ async def _pgqueuer_dispatch(n: int) -> dict[str, float]:
     try:
         queries = Queries.from_asyncpg_connection(conn)
         await queries.install()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
             await queries.enqueue("noop", None)
-        one = time.perf_counter() - started
-        return {"one": one}
+        return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
     finally:
         await conn.close()
 
@@ -248,11 +305,11 @@ async def _pgqueuer_batch(n: int) -> dict[str, float]:
     conn = await asyncpg.connect(URL)
     try:
         queries = Queries.from_asyncpg_connection(conn)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, n, BATCH):
             size = min(BATCH, n - start)
             await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
-        return {"batch": time.perf_counter() - started}
+        return {"seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu}
     finally:
         await conn.close()
 
@@ -289,15 +346,15 @@ def pgqueuer_rows(n: int) -> list[Row]:
         return Row("pgqueuer", f"drain batch_size={batch_size}", n, result["seconds"])
 
     try:
-        one = _run_json(["--pgqueuer-dispatch", str(n)], env)["one"]
+        one = _run_json(["--pgqueuer-dispatch", str(n)], env)
         drain_one = drain(1)
-        batch = _run_json(["--pgqueuer-batch", str(n)], env)["batch"]
+        batch = _run_json(["--pgqueuer-batch", str(n)], env)
         drain_ten = drain(10)
     finally:
         _sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     return [
-        Row("pgqueuer", "dispatch 1 by 1", n, one),
-        Row("pgqueuer", f"dispatch batch {BATCH}", n, batch),
+        Row("pgqueuer", "dispatch 1 by 1", n, one["seconds"], one["cpu"]),
+        Row("pgqueuer", f"dispatch batch {BATCH}", n, batch["seconds"], batch["cpu"]),
         drain_one,
         drain_ten,
     ]
@@ -403,8 +460,8 @@ def print_table(rounds: list[list[Row]]) -> None:
     """Print the best of every row over the rounds (and the range), then the target ratios."""
     rows, rates = best_of(rounds)
     header = (
-        f"{'system':<14} {'operation':<23} {'jobs':>7} {'seconds':>8} {'per second':>11}"
-        f"  {'range over rounds':>17}"
+        f"{'system':<14} {'operation':<34} {'jobs':>7} {'seconds':>8} {'per second':>11}"
+        f"  {'range over rounds':>17}  {'client CPU/job':>14}"
     )
     print(f"best of {len(rounds)} interleaved round(s); figures depend on the machine's load")
     print(header)
@@ -413,8 +470,8 @@ def print_table(rounds: list[list[Row]]) -> None:
         seen = rates[(r.system, r.operation)]
         spread = f"{min(seen):.0f}-{max(seen):.0f}" if len(seen) > 1 else ""
         print(
-            f"{r.system:<14} {r.operation:<23} {r.jobs:>7} {r.seconds:>8.3f} {r.rate:>11.0f}"
-            f"  {spread:>17}"
+            f"{r.system:<14} {r.operation:<34} {r.jobs:>7} {r.seconds:>8.3f} {r.rate:>11.0f}"
+            f"  {spread:>17}  {r.cpu_per_job:>14}"
         )
 
     def rate(round_rows: list[Row], system: str, operation: str) -> float | None:
@@ -422,17 +479,28 @@ def print_table(rounds: list[list[Row]]) -> None:
             (r.rate for r in round_rows if (r.system, r.operation) == (system, operation)), None
         )
 
+    # pgbench's, or the psycopg loop standing in for it where there is no pgbench binary.
+    reference = next(((r.system, r.operation) for r in rows if r.operation == REFERENCE), None)
+    if reference is None:
+        return
     print()
     print(
-        f"reference: {REFERENCE.system} {REFERENCE.operation}, mean of the runs before and "
-        "after queuekit's one-by-one dispatch in the same round"
+        f"reference: {' '.join(reference)}, runs before and after queuekit's one-by-one "
+        "dispatch in the same round"
     )
     targets = [
         ("dispatch 1 by 1 vs single-client INSERT", ("queuekit", "dispatch 1 by 1"), None, 0.9),
+        ("  pgbench, queuekit's INSERT vs the same", OWN_INSERT, None, None),
         (
             "  psycopg async INSERT loop vs the same",
             ("psycopg async", "INSERT, 1 client"),
             None,
+            None,
+        ),
+        (
+            "dispatch 1 by 1 vs pgbench, queuekit's INSERT",
+            ("queuekit", "dispatch 1 by 1"),
+            OWN_INSERT,
             None,
         ),
         (
@@ -454,13 +522,12 @@ def print_table(rounds: list[list[Row]]) -> None:
             None,
         ),
     ]
-    reference = (REFERENCE.system, REFERENCE.operation)
-    print(f"{'':<42} {'best':>7}  per round")
+    print(f"{'':<46} {'best':>7}  per round")
     for label, ours, theirs, target in targets:
         theirs = theirs or reference
         best_ours, best_theirs = rate(rows, *ours), rate(rows, *theirs)
         if best_ours is None or not best_theirs:
-            print(f"{label:<42} n/a")
+            print(f"{label:<46} n/a")
             continue
         ratio = best_ours / best_theirs
         per_round = []
@@ -472,21 +539,32 @@ def print_table(rounds: list[list[Row]]) -> None:
             if target is None
             else f"  target >= {target:g}x: " + ("met" if ratio >= target else "NOT met")
         )
-        print(f"{label:<42} {ratio:6.2f}x  {' '.join(per_round)}{verdict}")
+        print(f"{label:<46} {ratio:6.2f}x  {' '.join(per_round)}{verdict}")
+
+
+def _references(seconds: float) -> list[Row]:
+    """The single-client INSERT reference, then pgbench sending queuekit's own INSERT."""
+    rows = [insert_reference(seconds)]
+    own = queuekit_insert_reference(seconds)
+    return rows if own is None else [*rows, own]
+
+
+def _means(rows: list[Row]) -> list[Row]:
+    """One row per (system, operation): the jobs and seconds of its runs added up."""
+    means: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        mean = means.setdefault(
+            (r.system, r.operation), Row(r.system, f"{r.operation} (mean)", 0, 0)
+        )
+        mean.jobs += r.jobs
+        mean.seconds += r.seconds
+    return list(means.values())
 
 
 def run_round(n: int, seconds: float, peers: list[Callable[[int], list[Row]]]) -> list[Row]:
-    """One measurement of every system: queuekit between two pgbench runs, then the peers."""
-    rows, references = queuekit_rows(n, lambda: insert_reference(seconds))
-    reference = Row(
-        REFERENCE.system,
-        REFERENCE.operation,
-        sum(r.jobs for r in references),
-        sum(r.seconds for r in references),
-    )
-    if references[0].system != REFERENCE.system:  # no pgbench binary: the psycopg loop stands in
-        reference.system = references[0].system
-    rows = [reference, client_floor(seconds / 2), *rows]
+    """One measurement of every system: queuekit between pgbench runs, then the peers."""
+    rows, references = queuekit_rows(n, lambda: _references(seconds))
+    rows = [*_means(references), client_floor(seconds / 2), *rows]
     for peer in peers:
         try:
             rows += peer(n)
