@@ -303,8 +303,11 @@ class Worker:
             await self._settle(execution)
             return None
         taken: list[JobRecord] = []
+        combined = False
 
         async def complete_and_reserve(record: JobRecord) -> bool:
+            nonlocal combined
+            combined = True
             completed, records = await self.driver.complete_and_reserve(
                 record, self._queues, lease=self._lease, limit=1
             )
@@ -315,6 +318,10 @@ class Worker:
         try:
             await self.runner.settle(execution, complete=complete_and_reserve)
         except Exception as e:
+            if not combined:  # releasing or failing the job failed, as in _settle
+                await self._settle_failed(execution, e)
+                self._executions.pop(record.id, None)
+                return None
             # Whether the completion was stored is unknown, and no job was leased: acknowledge
             # alone (a second completion of a stored one is refused, never doubled).
             log.warning(
@@ -381,14 +388,23 @@ class Worker:
         try:
             await self.runner.settle(execution)
         except Exception as e:
-            # The runner settles what the job does; what reaches here is the backend failing
-            # while settling. The lease will expire and the job run again: nothing is lost.
-            await self.runner.hooks.emit("on_worker_error", e)
-            log.exception("queuekit: settling job %s %s failed", record.job_name, record.id)
+            await self._settle_failed(execution, e)
         else:
             self.summary.count(execution.outcome)
         finally:
             self._executions.pop(record.id, None)
+
+    async def _settle_failed(self, execution: Execution, error: Exception) -> None:
+        # The runner settles what the job does; what reaches here is the backend failing while
+        # settling. The lease will expire and the job run again: nothing is lost.
+        record = execution.record
+        await self.runner.hooks.emit("on_worker_error", error)
+        log.error(
+            "queuekit: settling job %s %s failed",
+            record.job_name,
+            record.id,
+            exc_info=(type(error), error, error.__traceback__),
+        )
 
     async def _pause(self, seconds: float) -> None:
         """Sleep ``seconds`` unless a stop arrives first."""

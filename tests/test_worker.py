@@ -508,3 +508,24 @@ async def test_a_persistent_driver_completes_and_reserves_in_one_call(tmp_path: 
             assert summary.completed == 3 and len(calls) == 2
     finally:
         await driver.close()
+
+
+async def test_a_failing_release_is_reported_once_and_not_sent_again() -> None:
+    class ReleaseFails(CountingDriver):
+        releases = 0
+
+        async def release(self, record, *, delay=0.0, error=None):  # type: ignore[no-untyped-def]
+            ReleaseFails.releases += 1
+            raise ConnectionError("release lost")
+
+    driver = ReleaseFails()
+    errors: list[BaseException] = []
+    async with QueueManager(driver=driver) as qm:
+        await qm.dispatch(Flaky(failures=1))
+        summary = await asyncio.wait_for(
+            qm.start_worker(max_jobs=2, on_error=errors.append, timeout=1), 10
+        )
+        assert summary.processed == 0
+        assert ReleaseFails.releases == 1
+        assert [str(e) for e in errors] == ["release lost"]
+        assert driver.calls["complete_and_reserve"] == 0
