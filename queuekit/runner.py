@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from .errors import JobTimeout, MaxAttemptsExceeded, PayloadError, PermanentError, Retry
-from .job import JobContext, QueueJob
+from .job import JobContext, QueueJob, attach_context
 from .middleware import Hooks, Outcome
 from .retry import RetryPolicy
 
@@ -154,13 +154,16 @@ class JobRunner:
             await self._fail(execution)
             return execution
 
-        job._context = JobContext(
-            job_id=record.id,
-            attempt=record.attempts,
-            max_retries=record.max_retries,
-            queue=record.queue,
-            enqueued_at=record.created_at,
-            manager=self.manager,
+        attach_context(
+            job,
+            JobContext(
+                job_id=record.id,
+                attempt=record.attempts,
+                max_retries=record.max_retries,
+                queue=record.queue,
+                enqueued_at=record.created_at,
+                manager=self.manager,
+            ),
         )
         execution.started = True
         await self.hooks.emit("before_job", execution)

@@ -1,9 +1,9 @@
 """Many worker processes on one store: drain and crash tests for persistent drivers.
 
-``drain_in_processes`` dispatches ``ProbeJob``s, starts worker processes on the same config, waits
-until every job logged its end, stops the workers and reports what ran where. ``kill_mid_job``
-SIGKILLs a worker while it runs a job and checks that another worker runs the job again once
-the lease runs out. Both bound every wait and kill every process they start.
+``drain_in_processes`` starts worker processes on one config, dispatches ``ProbeJob``s once every
+worker runs, waits until every job logged its end, stops the workers and reports what ran where.
+``kill_mid_job`` SIGKILLs a worker while it runs a job and checks that another worker runs the
+job again once the lease runs out. Both bound every wait and kill every process they start.
 
 Worker processes run ``python -m queuekit.testing.multiprocess CONFIG_JSON --concurrency N``.
 
@@ -108,9 +108,17 @@ def _count_ends(path: Path) -> int:
 
 
 def start_worker_process(
-    config: dict[str, Any], *, concurrency: int = 1, env: dict[str, str] | None = None
+    config: dict[str, Any],
+    *,
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
+    ready_path: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a worker process on ``config``; stop it with SIGTERM (graceful) or SIGKILL."""
+    """Start a worker process on ``config``; stop it with SIGTERM (graceful) or SIGKILL.
+
+    With ``ready_path`` the process appends a line with its pid there once its worker runs.
+    """
+    ready = ["--ready", str(ready_path)] if ready_path is not None else []
     return subprocess.Popen(
         [
             sys.executable,
@@ -119,11 +127,28 @@ def start_worker_process(
             json.dumps(config),
             "--concurrency",
             str(concurrency),
+            *ready,
         ],
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def _wait_ready(workers: list[subprocess.Popen[bytes]], ready_path: Path, deadline: float) -> None:
+    """Wait until every worker wrote its ready line; raise if one died or time ran out."""
+    while True:
+        lines = ready_path.read_text().split() if ready_path.exists() else []
+        if len(lines) >= len(workers):
+            return
+        dead = [p for p in workers if p.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            errors = _stop(workers)
+            what = "a worker exited" if dead else f"{len(lines)} of {len(workers)} workers ready"
+            raise TimeoutError(
+                f"worker processes never all started ({what}): {' | '.join(errors)[-4000:]}"
+            )
+        time.sleep(0.02)
 
 
 def _stop(processes: Iterable[subprocess.Popen[bytes]], *, grace: float = 20.0) -> list[str]:
@@ -166,13 +191,20 @@ def drain_in_processes(
     Raises ``TimeoutError`` (with the workers' stderr) if they do not finish within ``timeout``.
     """
     log_path = Path(log_path)
-    ids = asyncio.run(
-        _dispatch_probes(config, [ProbeJob(log_path=str(log_path)) for _ in range(jobs)])
-    )
-    started = time.monotonic()
-    workers = [start_worker_process(config, concurrency=concurrency) for _ in range(processes)]
+    ready_path = log_path.with_name(log_path.name + ".ready")
+    workers = [
+        start_worker_process(config, concurrency=concurrency, ready_path=ready_path)
+        for _ in range(processes)
+    ]
     errors: list[str] = []
     try:
+        # Every worker is waiting before the first job exists, so how the jobs spread does not
+        # depend on how long each process took to start.
+        _wait_ready(workers, ready_path, time.monotonic() + timeout)
+        ids = asyncio.run(
+            _dispatch_probes(config, [ProbeJob(log_path=str(log_path)) for _ in range(jobs)])
+        )
+        started = time.monotonic()
         deadline = started + timeout
         while _count_ends(log_path) < jobs and time.monotonic() < deadline:
             if all(p.poll() is not None for p in workers):
@@ -228,9 +260,11 @@ def kill_mid_job(
     return report
 
 
-async def _serve(config: dict[str, Any], concurrency: int) -> None:
+async def _serve(config: dict[str, Any], concurrency: int, ready_path: str | None) -> None:
     async with QueueManager(config) as manager:
         worker = await manager.start_worker(concurrency=concurrency, run_in_background=True)
+        if ready_path is not None:
+            await asyncio.to_thread(_append_line, Path(ready_path), str(os.getpid()))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,13 +278,19 @@ async def _serve(config: dict[str, Any], concurrency: int) -> None:
             await waiter
 
 
+def _append_line(path: Path, line: str) -> None:
+    with path.open("a") as f:
+        f.write(line + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of a worker process started by ``start_worker_process``."""
     parser = argparse.ArgumentParser(prog="python -m queuekit.testing.multiprocess")
     parser.add_argument("config")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--ready", default=None, help="file to append this pid to once running")
     args = parser.parse_args(argv)
-    asyncio.run(_serve(json.loads(args.config), args.concurrency))
+    asyncio.run(_serve(json.loads(args.config), args.concurrency, args.ready))
 
 
 if __name__ == "__main__":
