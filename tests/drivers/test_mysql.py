@@ -188,6 +188,61 @@ async def test_a_row_with_a_non_json_payload_is_reported_and_kept(
         await driver.close()
 
 
+async def test_completing_beside_a_corrupt_row_completes_and_leaves_the_error_to_reserve(
+    tables: dict[str, str],
+) -> None:
+    driver = await open_mysql(tables)
+    try:
+        await driver.push(make_record(1))
+        row = list(record_to_row(make_record(0, id="bad-next-row")))
+        row[JOB_COLUMNS.index("payload")] = "{not json"
+        marks = ", ".join("%s" for _ in JOB_COLUMNS)
+        await sql(f"INSERT INTO {tables['table']} ({', '.join(JOB_COLUMNS)}) VALUES ({marks})", row)
+        after = make_record(2)
+        await driver.push(after)
+
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None
+        # The completion stands and nothing is left leased; reserve() reports the bad row.
+        assert await driver.complete_and_reserve(first, None, lease=LEASE) == (True, [])
+        assert (await driver.stats(["default"]))["default"]["reserved"] == 0
+        with pytest.raises(CorruptStoreError, match="bad-next-row"):
+            await driver.reserve(None, lease=LEASE)
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None and got.id == after.id and got.attempts == 1
+    finally:
+        await driver.close()
+
+
+async def test_complete_and_reserve_is_one_transaction(tables: dict[str, str]) -> None:
+    driver = await open_mysql(tables)
+    try:
+        await driver.push_many([make_record(1), make_record(2)])
+        first = await driver.reserve(None, lease=LEASE)
+        assert first is not None
+        transactions = 0
+        original = driver._db.transaction
+
+        async def counted(body: Callable[[Any], Awaitable[Any]]) -> Any:
+            nonlocal transactions
+            transactions += 1
+            return await original(body)
+
+        driver._db.transaction = counted  # type: ignore[method-assign]
+        completed, taken = await driver.complete_and_reserve(first, None, lease=LEASE)
+        assert (completed, [r.job_name for r in taken]) == (True, [first.job_name])
+        assert transactions == 1
+        assert taken[0].attempts == 1 and taken[0].id != first.id
+        assert (await driver.stats(["default"]))["default"] == {
+            "pending": 0,
+            "delayed": 0,
+            "reserved": 1,
+            "failed": 0,
+        }
+    finally:
+        await driver.close()
+
+
 # -- transactional dispatch --------------------------------------------------------------------
 
 

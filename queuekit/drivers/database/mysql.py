@@ -215,8 +215,19 @@ class MySQLDriver(QueueDriver):
         )
 
     async def _lease_rows(
-        self, cur: TransactionCursor, queues: tuple[str, ...] | None, lease: float, limit: int
+        self,
+        cur: TransactionCursor,
+        queues: tuple[str, ...] | None,
+        lease: float,
+        limit: int,
+        *,
+        quarantine: bool = True,
     ) -> tuple[list[JobRecord], list[str]]:
+        """Lease up to ``limit`` due rows: ``(records, errors of unreadable rows)``.
+
+        Unreadable rows are moved to the failed table, or with ``quarantine=False`` left as
+        they were; either way nothing is leased when one is found.
+        """
         at = now()
         if queues is None:
             await cur.execute(self.sql.take_any, (at, at, limit))
@@ -237,6 +248,8 @@ class MySQLDriver(QueueDriver):
                 records.append(record_from_row(row[1:], self.options.table))
             except CorruptStoreError as e:
                 corrupt.append((row[0], e))
+        if corrupt and not quarantine:
+            return [], [str(e) for _, e in corrupt]
         if corrupt:
             # The readable rows are left as they were (not leased): they cost nothing.
             for seq, error in corrupt:
@@ -253,6 +266,42 @@ class MySQLDriver(QueueDriver):
             record.reserved_until = until
             record.lease_token = token
         return records, []  # already in reservation order: ORDER BY ... FOR UPDATE
+
+    async def complete_and_reserve(
+        self,
+        record: JobRecord,
+        queues: Sequence[str] | None,
+        *,
+        lease: float,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> tuple[bool, list[JobRecord]]:
+        """Delete a finished job and lease the next ones in one transaction.
+
+        The server syncs its log at every commit, so a worker taking one job at a time pays one
+        sync per job instead of two. When nothing is due the deletion is committed first and
+        the wait is ``reserve_many``'s.
+        """
+        if limit <= 0:
+            return await self.complete(record), []
+        fence = fence_of(record)
+        names = None if queues is None else tuple(queues)
+
+        async def body(cur: TransactionCursor) -> tuple[bool, list[JobRecord]]:
+            completed = False
+            if fence is not None:
+                await cur.execute(self.sql.complete, fence)
+                completed = cur.rowcount > 0
+            records, corrupt = await self._lease_rows(cur, names, lease, limit, quarantine=False)
+            # Unreadable rows stay as they were: the next reserve() moves them to the failed
+            # table and raises there, so this call never leaves the caller unsure whether its
+            # completion was stored.
+            return completed, [] if corrupt else records
+
+        completed, records = await self._db.transaction(body)
+        if records or wait <= 0:
+            return completed, records
+        return completed, await self.reserve_many(queues, lease=lease, limit=limit, wait=wait)
 
     # -- settling a lease ------------------------------------------------------------------
 
