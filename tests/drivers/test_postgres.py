@@ -402,9 +402,13 @@ def test_pipelined_statements_take_the_row_in_column_order() -> None:
     from queuekit.drivers.database.postgres_sql import PostgresStatements
     from queuekit.drivers.database.schema import JOB_COLUMNS
 
-    hot = PostgresStatements.render("jobs", "failed").hot
+    sql = PostgresStatements.render("jobs", "failed")
+    hot = sql.hot
     assert hot.insert_job.params == JOB_COLUMNS
-    assert hot.insert_job_notify.params == (*JOB_COLUMNS, "channel")
+    # The driver's own writes announce their jobs after committing, never inside (a NOTIFY holds
+    # a server-wide lock until its transaction's commit is on disk).
+    for text in (hot.insert_job.text, hot.release.text, sql.push, sql.push_many, sql.copy_jobs):
+        assert b"notify" not in text.lower()
     assert hot.reserve_across_queues(1).params == ("until", "token", "now")
     assert b"LIMIT 1\n" in hot.reserve_across_queues(1).text
     assert hot.reserve_across_queues(10_000) is hot.reserve_any
@@ -562,23 +566,83 @@ async def test_notify_wakes_an_idle_reserve_from_another_driver(tables: dict[str
         await pusher.close()
 
 
-async def test_a_large_batch_wakes_an_idle_reserve_from_another_driver(
-    tables: dict[str, str],
+@pytest.mark.parametrize("size", [5, 50])
+async def test_a_batch_wakes_an_idle_reserve_from_another_driver(
+    tables: dict[str, str], size: int
 ) -> None:
-    # A COPY batch sends its NOTIFY once committed, without waiting for it. With a poll interval
-    # and a wait longer than the bound below, only that NOTIFY can end the wait in time.
+    # A batch (one INSERT, or a COPY) sends its NOTIFY once committed, without waiting for it.
+    # With a poll interval and a wait longer than the bound below, only that NOTIFY can end the
+    # wait in time.
     idle = await open_pg(tables, poll_interval=60)
     pusher = await open_pg(tables)
     try:
         waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=60.0))
         await asyncio.sleep(0.5)  # the reserve is idle and listening by now
         assert not waiting.done()
-        batch = [make_record(i) for i in range(50)]
+        batch = [make_record(i) for i in range(size)]
         await pusher.push_many(batch)
         got = await asyncio.wait_for(waiting, 20)
         assert got is not None and got.id == batch[0].id
     finally:
         await idle.close()
+        await pusher.close()
+
+
+async def test_a_push_just_before_close_still_wakes_an_idle_reserve(
+    tables: dict[str, str],
+) -> None:
+    # The NOTIFY follows the commit shortly after; closing the driver at once must send it
+    # rather than drop it.
+    idle = await open_pg(tables, poll_interval=60)
+    try:
+        waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=60.0))
+        await asyncio.sleep(0.5)
+        pusher = await open_pg(tables)
+        record = make_record()
+        assert await pusher.push(record)
+        await pusher.close()
+        got = await asyncio.wait_for(waiting, 10)
+        assert got is not None and got.id == record.id
+    finally:
+        await idle.close()
+
+
+async def test_a_release_wakes_an_idle_reserve_from_another_driver(tables: dict[str, str]) -> None:
+    idle = await open_pg(tables, poll_interval=60)
+    holder = await open_pg(tables)
+    try:
+        assert await holder.push(make_record())
+        held = await holder.reserve(None, lease=LEASE)
+        assert held is not None
+        waiting = asyncio.create_task(idle.reserve(None, lease=LEASE, wait=60.0))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        assert await holder.release(held)
+        got = await asyncio.wait_for(waiting, 10)
+        assert got is not None and got.id == held.id
+    finally:
+        await idle.close()
+        await holder.close()
+
+
+async def test_concurrent_pushes_each_wake_their_queues_reservers(tables: dict[str, str]) -> None:
+    # Commits that fall together share NOTIFYs: every queue with a new job is still announced.
+    queues = [f"q{i}" for i in range(4)]
+    idle = [await open_pg(tables, poll_interval=60) for _ in queues]
+    pusher = await open_pg(tables)
+    try:
+        waiting = [
+            asyncio.create_task(d.reserve([q], lease=LEASE, wait=60.0))
+            for d, q in zip(idle, queues, strict=True)
+        ]
+        await asyncio.sleep(0.5)
+        records = [make_record(i, queue=q) for i, q in enumerate(queues)]
+        assert all(await asyncio.gather(*(pusher.push(r) for r in records)))
+        got = await asyncio.wait_for(asyncio.gather(*waiting), 10)
+        assert [g.id if g else None for g in got] == [r.id for r in records]
+    finally:
+        for d in idle:
+            await d.close()
         await pusher.close()
 
 

@@ -11,9 +11,11 @@ concurrent statements share round trips; the rest use a connection pool.
 - ``push_many`` is all or nothing: one INSERT for a few jobs, one binary COPY for more;
 - ``complete`` and ``complete_many`` (one DELETE for many) commit without waiting for the disk:
   only a crash of the database server can undo one, and then the job runs again (at least once);
-- a push of a due job sends ``NOTIFY``; a waiting ``reserve`` listens on one dedicated connection
-  per driver and wakes at once, polling every ``poll_interval`` only for delayed jobs falling due
-  and leases running out (and while the listening connection is down);
+- a push of a due job is announced by a ``NOTIFY`` sent after its commit (within a millisecond, in
+  a transaction of its own, shared by the commits of that millisecond); a waiting ``reserve``
+  listens on one dedicated connection per driver and wakes at once, polling every
+  ``poll_interval`` only for delayed jobs falling due and leases running out (and while the
+  listening connection is down);
 - ``push(record, connection=conn)`` writes with the caller's own psycopg connection, inside its open
   transaction: the job (and its NOTIFY) exists if and only if that transaction commits.
 
@@ -45,7 +47,7 @@ from .options import DatabaseOptions
 from .postgres_caller import CallerWrites
 from .postgres_connections import PostgresConnections, redact
 from .postgres_copy import copy_rows, due_queues, record_to_row_checked
-from .postgres_listen import Listener, Wakeups
+from .postgres_listen import CommitNotices, Listener, Wakeups
 from .postgres_sql import PostgresStatements, channel_name
 from .schema import JOB_COLUMNS, SCHEMA_VERSION, record_from_row
 
@@ -109,8 +111,9 @@ class PostgresDriver(QueueDriver):
             where=self._where,
             poll_interval=self.options.poll_interval,
         )
+        self._notices = CommitNotices(self._send_notices)
         # Statements nobody waits for: hand-backs of reservations whose caller was cancelled
-        # mid-flight (see _take) and wake-ups after a COPY (see push_many).
+        # mid-flight (see _take).
         self._background: set[asyncio.Task[None]] = set()
 
     # -- connecting ------------------------------------------------------------------------
@@ -145,6 +148,7 @@ class PostgresDriver(QueueDriver):
     async def close(self) -> None:
         """Stop listening and close every connection; idempotent."""
         await self._listener.close()
+        await self._notices.close(timeout=self.options.connect_timeout)
         if self._background:
             await asyncio.wait(set(self._background), timeout=self.options.connect_timeout)
         await self._db.close()
@@ -161,25 +165,26 @@ class PostgresDriver(QueueDriver):
         # A delayed job wakes nobody: idle workers would only find it not yet due.
         due = record.available_at <= now()
         connection = options.get("connection")
-        if connection is None and record.unique_key is None:
-            return await self._insert(row, due)
-        params = dict(zip(JOB_COLUMNS, row, strict=True))
-        params["channel"] = self._channel
-        query = self.sql.push_notify if due else self.sql.push
         if connection is not None:
+            params = dict(zip(JOB_COLUMNS, row, strict=True))
+            params["channel"] = self._channel
+            query = self.sql.push_notify if due else self.sql.push
             return await self._caller.push(connection, query, params) == 1
-        # The INSERT of a unique job waits while a transaction that is still open holds an equal
-        # key: on a pooled connection, so that it holds up no other statement.
-        return await self._db.execute("push", query, params) == 1
+        if record.unique_key is None:
+            stored = await self._insert(row)
+        else:
+            # The INSERT of a unique job waits while a transaction that is still open holds an
+            # equal key: on a pooled connection, so that it holds up no other statement.
+            params = dict(zip(JOB_COLUMNS, row, strict=True))
+            stored = await self._db.execute("push", self.sql.push, params) == 1
+        if stored and due:
+            self._announce((record.queue,))
+        return stored
 
-    async def _insert(self, row: tuple[Any, ...], due: bool) -> bool:
+    async def _insert(self, row: tuple[Any, ...]) -> bool:
         """Insert a job without a unique_key on the pipelined session."""
-        hot = self.sql.hot
         try:
-            if due:
-                await self._db.session().execute(hot.insert_job_notify, (*row, self._channel))
-            else:
-                await self._db.session().execute(hot.insert_job, row)
+            await self._db.session().execute(self.sql.hot.insert_job, row)
         except psycopg.errors.UniqueViolation:
             return False  # its id is taken (the same record pushed twice): not stored
         except (psycopg.Error, OSError) as e:
@@ -200,15 +205,14 @@ class PostgresDriver(QueueDriver):
             if connection is not None:
                 rows = [record_to_row_checked(r) for r in records]
                 await self._caller.push_many(connection, rows, due)
-            elif len(records) <= _INSERT_ROWS:
+                return
+            if len(records) <= _INSERT_ROWS:
                 await self._insert_few(records)
             else:
                 async with self._db.connection("push a batch") as conn:
                     # Autocommit: the COPY is its own transaction, all rows or none. Rows are
                     # encoded as they go out, while the server stores the ones before them.
                     await copy_rows(conn, self.sql.copy_jobs, map(record_to_row_checked, records))
-                if due:
-                    self._wake_later(due)
         except DriverError as e:
             if isinstance(e.__cause__, psycopg.errors.UniqueViolation):
                 raise DuplicateJobError(
@@ -216,30 +220,32 @@ class PostgresDriver(QueueDriver):
                     "pending or running; nothing was stored"
                 ) from e.__cause__
             raise
+        self._announce(due)
 
     async def _insert_few(self, records: Sequence[JobRecord]) -> None:
-        """A small batch as one INSERT of arrays, which also sends its NOTIFYs."""
+        """A small batch as one INSERT of arrays."""
         columns = zip(*(record_to_row_checked(r) for r in records), strict=True)
         params: dict[str, Any] = {c: list(v) for c, v in zip(JOB_COLUMNS, columns, strict=True)}
-        params.update(channel=self._channel, now=now())
         await self._db.execute("push a batch", self.sql.push_many, params)
 
-    def _wake_later(self, queues: list[str]) -> None:
-        """NOTIFY idle workers of ``queues``, whose jobs have committed, without waiting for it.
+    def _announce(self, queues: Sequence[str]) -> None:
+        """Wake idle reservers of ``queues``, whose new jobs have just committed.
 
-        Only a wake-up: were it lost, idle workers would still find the jobs within
-        ``poll_interval``. Not waiting spares the batch a round trip.
+        This driver's own waiting reservers look again at once; those of other drivers and
+        processes are sent a NOTIFY shortly after (see ``CommitNotices``).
         """
+        if queues:
+            self._wakeups.wake()
+            self._notices.committed(queues)
+
+    async def _send_notices(self, queues: list[str]) -> None:
+        """NOTIFY ``queues`` on the pipelined session; only a wake-up, so a failure is logged."""
         statement = self.sql.hot.notify_committed
         args = statement.args({"channel": self._channel, "queues": queues})
-
-        async def wake() -> None:
-            try:
-                await self._db.run("wake idle workers", statement, args)
-            except DriverError as e:
-                log.warning("queuekit: %s (they look again within poll_interval)", e)
-
-        self._in_background(wake())
+        try:
+            await self._db.run("wake idle workers", statement, args)
+        except DriverError as e:
+            log.warning("queuekit: %s (they look again within poll_interval)", e)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in a task that ``close`` waits for."""
@@ -392,10 +398,12 @@ class PostgresDriver(QueueDriver):
             "available_at": now() + delay,
             "attempts": record.attempts,
             "error": error,
-            "channel": self._channel,
         }
-        statement = self.sql.hot.release_notify if delay <= 0 else self.sql.hot.release
-        return await self._db.run("release", statement, statement.args(params)) == 1
+        release = self.sql.hot.release
+        released = await self._db.run("release", release, release.args(params)) == 1
+        if released and delay <= 0:
+            self._announce((record.queue,))
+        return released
 
     async def fail(self, record: JobRecord, error: str) -> bool:
         """Move the job to the failed table with ``error``; False if the lease was lost."""

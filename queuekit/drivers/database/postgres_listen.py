@@ -1,10 +1,19 @@
-"""How idle reservers of the PostgreSQL dialect wake up: one LISTEN connection per driver.
+"""How idle reservers of the PostgreSQL dialect wake up: NOTIFY after a commit, LISTEN to it.
 
-A push of a due job sends ``NOTIFY`` on the table's channel (see ``postgres_sql``). ``Listener``
-holds the one connection that LISTENs to it, opened on the first reservation that waits (a process
-that only dispatches listens to nothing), and turns every notification into ``Wakeups.wake``.
-Delayed jobs falling due and leases running out send no NOTIFY: waiting reservers poll every
-``poll_interval`` for those, and for everything while the listening connection is down.
+``CommitNotices`` sends the NOTIFY that announces jobs the driver's own statements have
+committed. It goes out in a transaction of its own, after theirs, rather than inside them: a
+transaction that sends a NOTIFY holds a lock shared by the whole server from its NOTIFY until
+its commit has reached the disk, so concurrent dispatches that each notified inside their INSERT
+committed one after another, and the server could not flush their commits together. The notice
+commits without waiting for the disk (a notification does not outlive a server crash anyway), so
+it holds that lock only for an instant, and commits that fall due within ``CommitNotices.DELAY``
+share one NOTIFY per queue.
+
+``Listener`` holds the one connection that LISTENs on the table's channel, opened on the first
+reservation that waits (a process that only dispatches listens to nothing), and turns every
+notification into ``Wakeups.wake``. Delayed jobs falling due and leases running out send no
+NOTIFY: waiting reservers poll every ``poll_interval`` for those, and for everything while the
+listening connection is down or a notice was lost.
 """
 
 from __future__ import annotations
@@ -12,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import psycopg
 
-__all__ = ["Listener", "Wakeups"]
+__all__ = ["CommitNotices", "Listener", "Wakeups"]
 
 log = logging.getLogger("queuekit.database.postgres")
 
@@ -128,3 +137,51 @@ class Listener:
             self._tried.set()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+class CommitNotices:
+    """NOTIFYs announcing committed jobs, sent shortly after, several commits at once.
+
+    ``send(queues)`` runs the NOTIFY of ``queues`` (sorted, each once) as a statement of its
+    own; it reports its own failures. ``committed`` must be called only once the jobs' commit is
+    known: a worker woken by the notice must find them.
+
+    Example::
+
+        notices = CommitNotices(send_notify)
+        notices.committed("emails")     # after the INSERT of an "emails" job has committed
+        await notices.close()           # sends what is pending, waits for what is in flight
+    """
+
+    #: Seconds a notice waits for more commits to share it: at one-by-one dispatch rates that
+    #: is several jobs per NOTIFY, and an idle worker starts a job that much later at most.
+    DELAY = 0.002
+
+    def __init__(self, send: Callable[[list[str]], Awaitable[None]]) -> None:
+        self._send = send
+        self._pending: set[str] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    def committed(self, queues: Iterable[str]) -> None:
+        """Announce jobs of ``queues`` whose commit has completed (at the latest after DELAY)."""
+        self._pending.update(queues)
+        if self._timer is None and self._pending:
+            self._timer = asyncio.get_running_loop().call_later(self.DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._pending:
+            return
+        queues, self._pending = sorted(self._pending), set()
+        task = asyncio.get_running_loop().create_task(self._send(queues))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def close(self, timeout: float) -> None:
+        """Send what is pending now and wait up to ``timeout`` seconds for every notice."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._flush()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)

@@ -131,9 +131,10 @@ READ_VERSION = f"SELECT version FROM {SCHEMA_TABLE} WHERE table_name = %(table)s
 # One row, or none when a pending/running job holds the same unique_key (rowcount tells which).
 PUSH = f"INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT DO NOTHING"
 
-# PUSH plus a NOTIFY that wakes idle workers. NOTIFY is transactional: inside a caller's
-# transaction it is sent only if that transaction commits, so nobody wakes for a rolled-back job.
-# Returns one row when the job was stored (RETURNING runs only for a stored row).
+# PUSH plus a NOTIFY that wakes idle workers, for a caller's transaction: NOTIFY is transactional,
+# so it is sent only if that transaction commits and nobody wakes for a rolled-back job. Returns
+# one row when the job was stored (RETURNING runs only for a stored row). The driver's own pushes
+# notify after their commit instead (see NOTIFY_COMMITTED).
 PUSH_NOTIFY = f"{PUSH} RETURNING pg_notify(%(channel)s, queue)"
 
 # A job without a unique_key can collide only on its id, new at every dispatch: without ON CONFLICT
@@ -142,18 +143,10 @@ PUSH_NOTIFY = f"{PUSH} RETURNING pg_notify(%(channel)s, queue)"
 # stored", as PUSH would. Only for the driver's own autocommit statements: in a caller's
 # transaction an error would abort the caller's work.
 INSERT_JOB = f"INSERT INTO {{jobs}} ({_COLUMNS}) VALUES ({_VALUES})"
-INSERT_JOB_NOTIFY = f"{INSERT_JOB} RETURNING pg_notify(%(channel)s, queue)"
 
 # A small batch in one statement, so all rows commit or none do (a duplicate unique_key raises
-# and stores nothing). ``unnest`` keeps array order, so ``seq`` follows the batch order. One
-# NOTIFY per distinct queue with a job that is due now.
-PUSH_MANY = f"""
-WITH stored AS (
-    INSERT INTO {{jobs}} ({_COLUMNS}) SELECT * FROM unnest({_UNNEST})
-    RETURNING queue, available_at
-)
-SELECT pg_notify(%(channel)s, queue)
-FROM (SELECT DISTINCT queue FROM stored WHERE available_at <= %(now)s) AS due"""
+# and stores nothing). ``unnest`` keeps array order, so ``seq`` follows the batch order.
+PUSH_MANY = f"INSERT INTO {{jobs}} ({_COLUMNS}) SELECT * FROM unnest({_UNNEST})"
 
 # A large batch streams through COPY: the fastest way in, in binary so that psycopg's C code encodes
 # every value and the server parses none. One COPY is one statement, so in autocommit it is its own
@@ -161,14 +154,18 @@ FROM (SELECT DISTINCT queue FROM stored WHERE available_at <= %(now)s) AS due"""
 # row order, so ``seq`` follows the batch order.
 COPY_JOBS = f"COPY {{jobs}} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 
-# The wake-ups of a batch written with COPY. Inside a caller's transaction it is sent only if that
+# The wake-ups of a batch written with COPY in a caller's transaction: sent only if that
 # transaction commits.
 NOTIFY_QUEUES = "SELECT pg_notify(%(channel)s, queue) FROM unnest(%(queues)s::text[]) AS queue"
 
-# NOTIFY_QUEUES after the driver's own COPY has committed: a woken worker finds the rows. Its
-# commit need not wait for the disk: a notification does not outlive a server crash anyway, and
-# idle workers poll every poll_interval, so a lost wake-up costs at most that. (Run on the
-# pipelined session, without waiting for its answer.)
+# The wake-ups of jobs the driver's own statements (push, push_many, release) have committed, in
+# a transaction of their own that follows the jobs' (see ``postgres_listen.CommitNotices``): a
+# woken worker finds the rows. Not inside the jobs' transactions: a transaction that sends a
+# NOTIFY holds a server-wide lock from its NOTIFY until its commit has reached the disk, so
+# concurrent pushes that each notified committed one at a time, never flushed to disk together.
+# This one commits without waiting for the disk, holding that lock only for an instant: a
+# notification does not outlive a server crash anyway, and idle workers poll every
+# poll_interval, so a lost wake-up costs at most that.
 NOTIFY_COMMITTED = """
 SELECT pg_notify(%(channel)s, queue)
 FROM unnest(%(queues)s::text[]) AS queue
@@ -250,13 +247,6 @@ UPDATE {jobs}
 SET available_at = %(available_at)s, attempts = %(attempts)s,
     last_error = COALESCE(%(error)s, last_error), reserved_until = NULL, lease_token = NULL
 WHERE id = %(id)s AND lease_token = %(token)s"""
-
-# RELEASE of a job due at once, waking idle workers; one row when the lease was held.
-RELEASE_NOTIFY = f"""
-WITH released AS ({RELEASE}
-    RETURNING queue
-)
-SELECT pg_notify(%(channel)s, queue) FROM released"""
 
 # Move to the failed table in one statement: the DELETE and the INSERT commit together, so a
 # crash can neither lose the job nor leave it in both tables. Returns one row when moved.
@@ -366,12 +356,11 @@ def _statement(name: str, statement: bytes) -> Statement:
 class HotStatements:
     """The statements of the pipelined session (``$n`` placeholders; see ``Statement``).
 
-    ``insert_job`` takes the row in ``JOB_COLUMNS`` order; ``insert_job_notify`` the row, then
-    the channel. ``reserve_any_up_to[n - 1]`` reserves at most ``n`` jobs across every queue.
+    ``insert_job`` takes the row in ``JOB_COLUMNS`` order. ``reserve_any_up_to[n - 1]`` reserves
+    at most ``n`` jobs across every queue.
     """
 
     insert_job: Statement
-    insert_job_notify: Statement
     reserve_any_up_to: tuple[Statement, ...]
     reserve_any: Statement
     reserve_queue: Statement
@@ -379,7 +368,6 @@ class HotStatements:
     complete: Statement
     complete_many: Statement
     release: Statement
-    release_notify: Statement
     fail: Statement
     notify_committed: Statement
 
@@ -434,7 +422,6 @@ class PostgresStatements:
 
         hot = HotStatements(
             insert_job=_statement("insert_job", fill(INSERT_JOB)),
-            insert_job_notify=_statement("insert_job_notify", fill(INSERT_JOB_NOTIFY)),
             reserve_any_up_to=tuple(
                 _statement(f"reserve_any_{n}", fill(_RESERVE.format(where="", limit=n)))
                 for n in range(1, RESERVE_PREPARED_UP_TO + 1)
@@ -445,7 +432,6 @@ class PostgresStatements:
             complete=_statement("complete", fill(COMPLETE)),
             complete_many=_statement("complete_many", fill(COMPLETE_MANY)),
             release=_statement("release", fill(RELEASE)),
-            release_notify=_statement("release_notify", fill(RELEASE_NOTIFY)),
             fail=_statement("fail", fill(FAIL)),
             notify_committed=_statement("notify_committed", fill(NOTIFY_COMMITTED)),
         )
