@@ -7,12 +7,14 @@ In one run, on the server at ``QUEUEKIT_TEST_POSTGRES_URL`` (default
   per transaction into a scratch table with a bigserial primary key (measured before and after
   queuekit's one-by-one dispatch, the mean is the reference). Without a ``pgbench`` binary, a
   sequential INSERT-per-transaction loop with psycopg stands in, and the table says so.
-- pgbench sending queuekit's own one-by-one INSERT (its columns, its NOTIFY) into tables of
-  queuekit's shape and indexes, in the same places: what the server gives that very statement
+- pgbench sending queuekit's own one-by-one INSERT (its columns) into tables of queuekit's shape
+  and indexes, in the same places: what the server gives that very statement
   from a C client. The gap between it and queuekit's dispatch is the Python client's share, the
   gap between it and the reference is the cost of the statement and the table's indexes.
 - queuekit: dispatch N no-op jobs one by one (``QueueManager.dispatch``) and in batches of 1,000
-  (``dispatch_batch``); drain each lot with one worker process at concurrency 1 and 10.
+  (``dispatch_batch``); drain each lot with one worker process at concurrency 1 and 10. Also,
+  with no peer beside it, N jobs dispatched one by one by 8 concurrent tasks (drained unmeasured):
+  what concurrent requests of a web application get.
 - pgqueuer (asyncpg driver): ``enqueue`` one by one and in batches of 1,000; drain with its
   consumer at ``batch_size`` 1 and at its default 10 (``mode=drain``).
 - procrastinate (psycopg): ``defer_async`` one by one, ``batch_defer_async`` of 1,000; drain with
@@ -52,7 +54,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from queuekit import QueueManager
-from queuekit.drivers.database.postgres_sql import PostgresStatements, channel_name
+from queuekit.drivers.database.postgres_sql import PostgresStatements
 from queuekit.drivers.database.schema import JOB_COLUMNS
 from queuekit.job import QueueJob
 
@@ -62,6 +64,8 @@ BATCH = 1_000
 #: figure) in this queue: a fresh connection's one-time work (asyncpg's type introspection,
 #: statement preparation, psycopg's first COPY) is not what the figure is about.
 WARM_UP = "bench-warm-up"
+#: Concurrent dispatching coroutines for queuekit's "dispatch 1 by 1, 8 tasks" row (no peer).
+TASKS = 8
 ROW_TEXT = "x" * 300  # about the size of a queuekit job row
 
 
@@ -161,11 +165,11 @@ def insert_reference(seconds: float) -> Row:
 def queuekit_insert_reference(seconds: float) -> Row | None:
     """pgbench sending queuekit's own one-by-one INSERT, on tables of queuekit's own shape.
 
-    The very statement ``dispatch`` sends for a ``Noop`` (its 15 columns, its NOTIFY) into a
-    table with the same indexes: what the server gives that statement from a C client, so the
-    gap between it and queuekit's one-by-one dispatch is the Python client's share. The job id is
-    a counter of pgbench's (``-D n=0``), rising as queuekit's time-ordered ids do. None without
-    pgbench.
+    The very statement ``dispatch`` waits for with a ``Noop`` (its 15 columns) into a table with
+    the same indexes: what the server gives that statement from a C client, so the gap between it
+    and queuekit's one-by-one dispatch is the Python client's share. (The NOTIFY that follows,
+    shared by the commits of a few milliseconds, is left out.) The job id is a counter of
+    pgbench's (``-D n=0``), rising as queuekit's time-ordered ids do. None without pgbench.
     """
     table = f"bench_qkref_{uuid.uuid4().hex[:8]}"
     sql = PostgresStatements.render(table, f"{table}_failed")
@@ -179,9 +183,7 @@ def queuekit_insert_reference(seconds: float) -> Row | None:
             f"{at!r}, {at!r}, NULL, NULL, NULL, NULL, '{{}}'"
         )
         script = (
-            "\\set n :n + 1\n"
-            f'INSERT INTO "{table}" ({", ".join(JOB_COLUMNS)}) VALUES ({values}) '
-            f"RETURNING pg_notify('{channel_name(table)}', queue);\n"
+            f'\\set n :n + 1\nINSERT INTO "{table}" ({", ".join(JOB_COLUMNS)}) VALUES ({values});\n'
         )
         tps = _pgbench(script, seconds, "-D", "n=0")
         if tps is None:
@@ -229,8 +231,14 @@ def _queuekit_config(table: str) -> dict[str, Any]:
     return {"queue": {"driver": "database", "database": options}}
 
 
-async def _queuekit_dispatch(config: dict[str, Any], n: int, batch: bool) -> tuple[float, float]:
-    """Seconds and client CPU seconds to dispatch ``n`` jobs (their objects made beforehand)."""
+async def _queuekit_dispatch(
+    config: dict[str, Any], n: int, batch: bool, tasks: int = 1
+) -> tuple[float, float]:
+    """Seconds and client CPU seconds to dispatch ``n`` jobs (their objects made beforehand).
+
+    One by one, ``tasks`` coroutines share the jobs, each dispatching its own one after another
+    (as concurrent requests of a web application do).
+    """
     async with QueueManager(config) as manager:
         # Warmed up as the peers are (see WARM_UP), then left with only the measured jobs.
         if batch:
@@ -244,8 +252,12 @@ async def _queuekit_dispatch(config: dict[str, Any], n: int, batch: bool) -> tup
             for start in range(0, n, BATCH):
                 await manager.dispatch_batch(jobs[start : start + BATCH])
         else:
-            for job in jobs:
-                await manager.dispatch(job)
+
+            async def dispatch_each(share: list[Noop]) -> None:
+                for job in share:
+                    await manager.dispatch(job)
+
+            await asyncio.gather(*(dispatch_each(jobs[i::tasks]) for i in range(tasks)))
         return time.perf_counter() - started, time.process_time() - cpu
 
 
@@ -274,6 +286,8 @@ def queuekit_rows(n: int, references: Callable[[], list[Row]]) -> tuple[list[Row
         one = asyncio.run(_queuekit_dispatch(config, n, batch=False))
         measured += reversed(references())
         drain_one = drain(1)
+        concurrent = asyncio.run(_queuekit_dispatch(config, n, batch=False, tasks=TASKS))
+        drain(10)
         batch = asyncio.run(_queuekit_dispatch(config, n, batch=True))
         drain_ten = drain(10)
     finally:
@@ -282,6 +296,7 @@ def queuekit_rows(n: int, references: Callable[[], list[Row]]) -> tuple[list[Row
         _sql(f"DELETE FROM queuekit_schema WHERE table_name IN ('{table}', '{table}_failed')")
     rows = [
         Row("queuekit", "dispatch 1 by 1", n, *one),
+        Row("queuekit", f"dispatch 1 by 1, {TASKS} tasks", n, *concurrent),
         Row("queuekit", f"dispatch batch {BATCH}", n, *batch),
         drain_one,
         drain_ten,
