@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import ConfigError, DriverError
-from .redis_scripts import SCRIPTS, LuaScript
+from .redis_scripts import LuaScript
 
 __all__ = ["ClientTransport", "RedisAddress", "RedisTransport", "make_client"]
 
@@ -206,7 +206,6 @@ class ClientTransport:
         self._owned = owned
         self.cluster = isinstance(client, RedisCluster)
         self.description = description or _describe_client(client)
-        self._scripts = {s.name: client.register_script(s.source) for s in SCRIPTS}
 
     def _failure(self, what: str, error: BaseException) -> DriverError | None:
         """The ``DriverError`` naming the server for a redis-py or socket error, else None."""
@@ -239,25 +238,27 @@ class ClientTransport:
         return await self._call(str(args[0]), self.client.execute_command(*args))
 
     async def run_script(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA; on ``NOSCRIPT`` (a restarted server) redis-py's ``Script`` loads it and
-        runs it again.
-
-        The first try calls ``evalsha`` itself: this runs once per dispatch and per
-        reservation, and ``Script`` adds a few microseconds of bookkeeping to each.
-        """
+        """EVALSHA; on ``NOSCRIPT`` (a new or restarted server) the script is loaded and run
+        again."""
         import redis.exceptions as rex
 
         try:
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
         except rex.NoScriptError:
-            runner = self._scripts[script.name]
-            call = runner(keys=list(keys), args=list(args))
-            return await self._call(f"script {script.name}", call)
+            return await self._load_and_run(script, keys, args)
         except Exception as e:
             failure = self._failure(f"script {script.name}", e)
             if failure is None:
                 raise
             raise failure from e
+
+    async def _load_and_run(
+        self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """SCRIPT LOAD (on every primary of a cluster), then EVALSHA."""
+        what = f"script {script.name}"
+        await self._call(what, self.client.script_load(script.source))
+        return await self._call(what, self.client.evalsha(script.sha, len(keys), *keys, *args))
 
     async def run_scripts(self, calls: Sequence[ScriptCall]) -> list[Any]:
         """A non-transactional pipeline of EVALSHAs (one round trip); NOSCRIPT ones run again.
@@ -277,9 +278,15 @@ class ClientTransport:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
         replies = await self._call("script pipeline", pipe.execute(raise_on_error=False))
         out = []
+        loaded: set[str] = set()
         for call, reply in zip(calls, replies, strict=True):
             if isinstance(reply, rex.NoScriptError):
-                reply = await self.run_script(*call)
+                script, keys, args = call
+                if script.name in loaded:
+                    reply = await self.run_script(script, keys, args)
+                else:
+                    reply = await self._load_and_run(script, keys, args)
+                    loaded.add(script.name)
             elif isinstance(reply, Exception):
                 raise DriverError(
                     f"Redis {self.description}: script {call[0].name} failed: {reply}"
@@ -339,7 +346,7 @@ class ClientTransport:
         replies = await self._call("BLPOP + script", pipe.execute(raise_on_error=False))
         reply = replies[1]
         if isinstance(reply, rex.NoScriptError):
-            return await self.run_script(script, skeys, args)
+            return await self._load_and_run(script, skeys, args)
         if isinstance(reply, Exception):
             raise DriverError(
                 f"Redis {self.description}: script {script.name} failed: {reply}"

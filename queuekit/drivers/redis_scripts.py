@@ -488,8 +488,7 @@ return {
 """,
 )
 
-#: Every script, loaded on each new connection so that a restarted server (which forgets its
-#: scripts) costs no ``NOSCRIPT`` round trip.
+#: Every script of the driver.
 SCRIPTS: tuple[LuaScript, ...] = (
     PUSH,
     PUSH_MANY,

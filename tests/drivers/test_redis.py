@@ -464,6 +464,50 @@ async def test_complete_and_reserve_is_one_round_trip(prefix: str) -> None:
         await driver.close()
 
 
+async def test_scripts_a_server_forgot_are_loaded_again() -> None:
+    # Every way a script is sent (alone, in a pipeline, behind a blocking pop) meets NOSCRIPT.
+    client = fakeredis.FakeAsyncRedis()
+    driver = RedisDriver({"prefix": "noscript"}, client=client)
+    loaded: list[str] = []
+    transport = driver._t()
+    load_and_run = transport._load_and_run
+
+    async def counting(script: Any, keys: Any, args: Any) -> Any:
+        loaded.append(script.name)
+        return await load_and_run(script, keys, args)
+
+    transport._load_and_run = counting  # type: ignore[method-assign]
+    try:
+        await driver.connect()
+        await client.script_flush()
+        await driver.push(make_record(1))
+        await client.script_flush()
+        await driver.push_many([make_record(2, queue="a"), make_record(3, queue="b")])
+        await client.script_flush()
+        stats = await driver.stats(["default", "a", "b"])
+        assert [s["pending"] for s in stats.values()] == [1, 1, 1]
+        await client.script_flush()
+        first = await driver.reserve(["default"], lease=LEASE)
+        assert first is not None and first.payload == {"n": 1}
+        await client.script_flush()
+        completed, taken = await driver.complete_and_reserve(first, ["a"], lease=LEASE)
+        assert completed is True and [r.payload for r in taken] == [{"n": 2}]
+        assert loaded == ["push", "push_many", "stats", "reserve", "complete", "reserve"]
+        loaded.clear()
+
+        waiting = asyncio.create_task(driver.reserve(["c"], lease=LEASE, wait=5))
+        await asyncio.sleep(0.2)
+        await client.script_flush()
+        await client.rpush(queue_keys("noscript", "c")[-1], "1")  # a wake-up, then the job
+        await driver.push(make_record(4, queue="c"))
+        got = await asyncio.wait_for(waiting, 5)
+        assert got is not None and got.payload == {"n": 4}
+        assert sorted(loaded) == ["push", "reserve"], "the reservation behind the pop too"
+    finally:
+        await driver.close()
+        await client.aclose()
+
+
 async def test_every_queue_takes_the_best_job_across_queues(prefix: str) -> None:
     driver = await open_redis(prefix)
     try:
