@@ -55,7 +55,7 @@ def _close_fds(*fds: int) -> None:
 
 
 class _IOCall:
-    """One operation queued for the I/O thread, and its outcome."""
+    """One operation queued for the I/O thread, and where its answer goes."""
 
     __slots__ = ("answers", "args", "durable", "empty", "fn", "future", "locked", "skip")
 
