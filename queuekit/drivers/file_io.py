@@ -301,7 +301,8 @@ class IOThread:
         store = self.store
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            with store.locked():
+            store.lock()  # not ``with store.locked()``: this runs once per dispatch
+            try:
                 store.catch_up(self.replica)
                 for call in calls:
                     try:
@@ -312,6 +313,8 @@ class IOThread:
                 if wrote:
                     store.append(b"".join(self.lines))
                 store.maybe_compact(self.replica)
+            finally:
+                store.unlock()
             # Outside the lock: other processes go on while this one waits for the disk.
             if wrote and any(call.durable for call in calls):
                 store.flush()

@@ -79,6 +79,7 @@ class JournalStore:
     def __init__(self, path: Path, *, max_file_size: int, max_backups: int, fsync: bool) -> None:
         self.path = path
         self.journal_path = path.with_name(path.name + ".journal")
+        self._journal_name = os.fspath(self.journal_path)  # stat()ed on every operation
         self.lock_path = path.with_name(path.name + ".lock")
         self.max_file_size = max_file_size
         self.max_backups = max_backups
@@ -118,6 +119,14 @@ class JournalStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the cross-process lock (filelock's native lock on the lock file's descriptor)."""
+        self.lock()
+        try:
+            yield
+        finally:
+            self.unlock()
+
+    def lock(self) -> None:
+        """Take the cross-process lock, waiting for another process that holds it."""
         if not lock_descriptor(self._lock_fd, blocking=False):
             if fcntl is not None:
                 # Wait in the kernel: a blocked flock wakes the moment the holder lets go, where
@@ -125,17 +134,17 @@ class JournalStore:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             else:  # pragma: no cover - Windows
                 lock_descriptor(self._lock_fd, blocking=True, poll_interval=0.001)
-        try:
-            yield
-        finally:
-            unlock_descriptor(self._lock_fd)
+
+    def unlock(self) -> None:
+        """Let go of the cross-process lock."""
+        unlock_descriptor(self._lock_fd)
 
     # -- following the journal -------------------------------------------------------------
 
     def unchanged(self) -> bool:
         """True if nobody wrote since this process last caught up. Needs no lock: one stat."""
         try:
-            st = os.stat(self.journal_path)
+            st = os.stat(self._journal_name)
         except OSError:
             return False
         same_file = (st.st_dev, st.st_ino) == self._file_id
@@ -147,7 +156,7 @@ class JournalStore:
             self._load(replica)
             return
         try:
-            st = os.stat(self.journal_path)
+            st = os.stat(self._journal_name)
         except FileNotFoundError:
             self._load(replica)
             return
@@ -222,9 +231,11 @@ class JournalStore:
         """Append whole lines at the end of the journal, all or nothing."""
         start = self._offset
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            written = os.write(self._fd, data)
+            if written < len(data):  # rare: a signal or a full disk cut the write short
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view) :]
         except OSError as e:
             # Cut back to where the batch began so no half batch stays behind; reload on the
             # next operation because the replica already holds the batch.
