@@ -257,6 +257,27 @@ class FileDriver(QueueDriver):
         pairs = [(r.id, r.lease_token) for r in records]
         return await self._call(self._ops.complete, pairs) if pairs else []
 
+    async def complete_and_reserve(
+        self,
+        record: JobRecord,
+        queues: Sequence[str] | None,
+        *,
+        lease: float,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> tuple[bool, list[JobRecord]]:
+        """Complete ``record`` and lease the next jobs in one call to the I/O thread: one lock,
+        one append and, with ``fsync: true``, one fsync for both (the completion is durable
+        before it returns; the reservation rides along)."""
+        names = None if queues is None else list(queues)
+        pair = (record.id, record.lease_token)
+        completed, records = await self._call(
+            self._ops.complete_and_reserve, pair, names, lease, limit
+        )
+        if records or limit <= 0 or wait <= 0:
+            return completed, records
+        return completed, await self.reserve_many(names, lease=lease, limit=limit, wait=wait)
+
     async def release(
         self, record: JobRecord, *, delay: float = 0.0, error: str | None = None
     ) -> bool:

@@ -91,6 +91,13 @@ class Operations:
             self.replica.complete(leases)
         return flags
 
+    def complete_and_reserve(
+        self, pair: tuple[str, str | None], queues: list[str] | None, lease: float, limit: int
+    ) -> tuple[bool, list[JobRecord]]:
+        """``complete([pair])``, then ``reserve(queues, lease, limit)``: two lines of one append."""
+        (completed,) = self.complete([pair])
+        return completed, self.reserve(queues, lease, limit) if limit > 0 else []
+
     def release(
         self, job_id: str, token: str | None, attempts: int, delay: float, error: str | None
     ) -> bool:

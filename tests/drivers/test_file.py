@@ -468,6 +468,33 @@ async def test_fsync_policy(tmp_path: Path, fsyncs: list[int]) -> None:
         await synced.close()
 
 
+async def test_complete_and_reserve_is_one_append_and_one_fsync(
+    tmp_path: Path, fsyncs: list[int]
+) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path, fsync=True)
+    try:
+        await driver.push_many([first := make_record(1), second := make_record(2)])
+        got = await driver.reserve(None, lease=LEASE)
+        assert got is not None and got.id == first.id
+        before = len(fsyncs)
+        appends: list[bytes] = []
+        append = driver._store.append
+
+        def counting(data: bytes) -> None:
+            appends.append(data)
+            append(data)
+
+        driver._store.append = counting  # type: ignore[method-assign]
+        completed, taken = await driver.complete_and_reserve(got, None, lease=LEASE)
+        assert completed and [r.id for r in taken] == [second.id]
+        assert len(appends) == 1, "both lines in one append, under one lock"
+        assert len(fsyncs) == before + 1, "the completion is synced, the reservation rides along"
+        assert [line["op"] for line in journal_lines(path)][-2:] == ["complete", "reserve"]
+    finally:
+        await driver.close()
+
+
 async def test_concurrent_operations_share_one_fsync(tmp_path: Path, fsyncs: list[int]) -> None:
     driver = await open_file_driver(tmp_path / "jobs.json", fsync=True)
     try:
