@@ -108,6 +108,8 @@ class Listener:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # A driver connected again waits for its new LISTEN, not for the old one's outcome.
+            self._tried = asyncio.Event()
 
     async def _listen(self) -> None:
         backoff = _BACKOFF_FIRST
