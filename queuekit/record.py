@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import codec
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, PayloadError
 
 if TYPE_CHECKING:
     from .job import QueueJob
@@ -100,6 +100,16 @@ class JobRecord:
             "failed_at": self.failed_at,
             "meta": self.meta,
         }
+
+    def unstorable(self, error: Exception) -> PayloadError:
+        """The error a driver raises, before storing anything, when this record is not JSON.
+
+        The manager only hands drivers JSON-safe payloads; this names a record that reached a
+        driver some other way (a custom dispatcher, a ``meta`` value) and the encoder's reason.
+        """
+        return PayloadError(
+            f"record {self.id} of job type {self.job_name!r} cannot be stored as JSON: {error}"
+        )
 
     def dumps(self) -> str:
         """``to_json()`` encoded as compact JSON text."""

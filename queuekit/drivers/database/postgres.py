@@ -46,10 +46,10 @@ from ..base import Capability, QueueDriver, QueueStats
 from .options import DatabaseOptions
 from .postgres_caller import CallerWrites
 from .postgres_connections import PostgresConnections, redact
-from .postgres_copy import copy_rows, due_queues, record_to_row_checked
+from .postgres_copy import copy_rows, due_queues
 from .postgres_listen import CommitNotices, Listener, Wakeups
 from .postgres_sql import PostgresStatements, channel_name
-from .schema import JOB_COLUMNS, SCHEMA_VERSION, record_from_row
+from .schema import JOB_COLUMNS, SCHEMA_VERSION, record_from_row, record_to_row
 
 __all__ = ["PostgresDriver"]
 
@@ -161,7 +161,7 @@ class PostgresDriver(QueueDriver):
         ``connection=`` a psycopg ``AsyncConnection`` or ``Connection`` writes the job through
         that connection, inside its open transaction: it exists iff that transaction commits.
         """
-        row = record_to_row_checked(record)
+        row = record_to_row(record)
         # A delayed job wakes nobody: idle workers would only find it not yet due.
         due = record.available_at <= now()
         connection = options.get("connection")
@@ -203,7 +203,7 @@ class PostgresDriver(QueueDriver):
         connection = options.get("connection")
         try:
             if connection is not None:
-                rows = [record_to_row_checked(r) for r in records]
+                rows = [record_to_row(r) for r in records]
                 await self._caller.push_many(connection, rows, due)
                 return
             if len(records) <= _INSERT_ROWS:
@@ -212,7 +212,7 @@ class PostgresDriver(QueueDriver):
                 async with self._db.connection("push a batch") as conn:
                     # Autocommit: the COPY is its own transaction, all rows or none. Rows are
                     # encoded as they go out, while the server stores the ones before them.
-                    await copy_rows(conn, self.sql.copy_jobs, map(record_to_row_checked, records))
+                    await copy_rows(conn, self.sql.copy_jobs, map(record_to_row, records))
         except DriverError as e:
             if isinstance(e.__cause__, psycopg.errors.UniqueViolation):
                 raise DuplicateJobError(
@@ -224,7 +224,7 @@ class PostgresDriver(QueueDriver):
 
     async def _insert_few(self, records: Sequence[JobRecord]) -> None:
         """A small batch as one INSERT of arrays."""
-        columns = zip(*(record_to_row_checked(r) for r in records), strict=True)
+        columns = zip(*(record_to_row(r) for r in records), strict=True)
         params: dict[str, Any] = {c: list(v) for c, v in zip(JOB_COLUMNS, columns, strict=True)}
         await self._db.execute("push a batch", self.sql.push_many, params)
 

@@ -17,22 +17,10 @@ from typing import Any
 
 import psycopg
 
-from ...errors import PayloadError
 from ...record import JobRecord
 from .postgres_sql import COPY_TYPES
-from .schema import record_to_row
 
-__all__ = ["copy_rows", "copy_rows_sync", "due_queues", "record_to_row_checked"]
-
-
-def record_to_row_checked(record: JobRecord) -> tuple[Any, ...]:
-    """``record_to_row``, with a payload that is not JSON reported as ``PayloadError``."""
-    try:
-        return record_to_row(record)
-    except (TypeError, ValueError) as e:
-        raise PayloadError(
-            f"job {record.job_name} {record.id}: payload or meta cannot be stored as JSON: {e}"
-        ) from e
+__all__ = ["copy_rows", "copy_rows_sync", "due_queues"]
 
 
 def due_queues(records: Sequence[JobRecord], at: float) -> list[str]:

@@ -63,11 +63,18 @@ def _json_text(value: Any) -> str:
 
 
 def record_to_row(record: JobRecord, *, failed: bool = False) -> tuple[Any, ...]:
-    """The record as a row in ``JOB_COLUMNS`` order (``FAILED_COLUMNS`` when ``failed``)."""
+    """The record as a row in ``JOB_COLUMNS`` order (``FAILED_COLUMNS`` when ``failed``).
+
+    Raises ``PayloadError`` naming the record when its payload or meta is not JSON.
+    """
+    try:
+        payload, meta = _json_text(record.payload), _json_text(record.meta)
+    except (TypeError, ValueError) as e:
+        raise record.unstorable(e) from e
     row = (
         record.id,
         record.job_name,
-        _json_text(record.payload),
+        payload,
         record.queue,
         record.priority,
         record.attempts,
@@ -79,7 +86,7 @@ def record_to_row(record: JobRecord, *, failed: bool = False) -> tuple[Any, ...]
         record.lease_token,
         record.unique_key,
         record.last_error,
-        _json_text(record.meta),
+        meta,
     )
     return (*row, record.failed_at) if failed else row
 
