@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import codec
 from ..errors import CorruptStoreError
 from ..record import JobRecord
 
@@ -42,7 +43,6 @@ log = logging.getLogger("queuekit.drivers.file")
 JOURNAL_FORMAT = "queuekit.file.journal/1"
 #: What applying a malformed line raises; such a line is skipped and reported, never fatal.
 LINE_ERRORS = (ValueError, KeyError, TypeError, AttributeError, CorruptStoreError)
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 #: ``fdatasync`` where the platform has it: an append's size change is still flushed, the
 #: file's times are not.
@@ -66,8 +66,8 @@ class Replica(Protocol):
 
 
 def encode_line(op: dict[str, Any]) -> bytes:
-    """One operation as a compact JSON line."""
-    return _ENCODER.encode(op).encode() + b"\n"
+    """One operation as a compact JSON line; ``TypeError`` if something in it is not JSON."""
+    return codec.dumps_bytes(op) + b"\n"
 
 
 def journal_header(generation: int) -> bytes:
@@ -128,7 +128,7 @@ def replay(
     pos = base
     for line in data[:end].split(b"\n")[:-1]:
         try:
-            replica.apply(json.loads(line))
+            replica.apply(codec.loads(line))
         except LINE_ERRORS as e:
             damaged(pos, line, e)
         pos += len(line) + 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import codec
 from ..clock import new_token, now
-from ..errors import DuplicateJobError
+from ..errors import DuplicateJobError, PayloadError
 from ..record import JobRecord
 from .base import QueueStats
 from .file_journal import encode_line
@@ -40,7 +41,10 @@ class Operations:
     def push(self, records: list[JobRecord], batch: bool) -> bool:
         """Store ``records`` as one line, all or none; False (or, for a batch,
         ``DuplicateJobError``) if a unique key is pending or repeated."""
-        line = encode_line({"op": "push", "jobs": [r.to_json() for r in records]})
+        try:
+            line = encode_line({"op": "push", "jobs": [r.to_json() for r in records]})
+        except (TypeError, ValueError) as e:
+            raise _unstorable(records, e) from e
         unique = self.replica.unique
         keys = [r.unique_key for r in records if r.unique_key is not None]
         if keys and (len(set(keys)) != len(keys) or any(k in unique for k in keys)):
@@ -180,3 +184,13 @@ def _stored(record: JobRecord) -> JobRecord:
     copy = record.copy()
     copy.instance = None
     return copy
+
+
+def _unstorable(records: list[JobRecord], error: Exception) -> PayloadError:
+    """The error naming the first record of a refused line that is not JSON."""
+    for record in records:
+        try:
+            codec.dumps_bytes(record.to_json())
+        except (TypeError, ValueError) as e:
+            return record.unstorable(e)
+    return records[0].unstorable(error)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import codec
 from ..errors import CorruptStoreError
 from ..record import JobRecord
 
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 SNAPSHOT_FORMAT = "queuekit.file/1"
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ def read_snapshot(path: Path) -> tuple[Snapshot, list[str]]:
     """
     try:
         raw = path.read_bytes()
-        data = json.loads(raw)
+        data = codec.loads(raw)
     except (OSError, ValueError) as e:
         raise CorruptStoreError(f"file queue {path}: the snapshot is not valid JSON ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), list):
@@ -100,10 +100,9 @@ def write_snapshot(
     head = {"format": SNAPSHOT_FORMAT, "generation": generation, "written_at": time.time()}
     with path.open("w", encoding="utf-8") as f:
         f.write(json.dumps(head)[:-1] + ',\n"jobs": [\n')
-        encode = _COMPACT.encode  # one encoder for all records: compaction is a hot loop
-        f.write(",\n".join(encode(r.to_json()) for r in jobs))
+        f.write(",\n".join(codec.dumps(r.to_json()) for r in jobs))
         f.write('\n],\n"failed": [\n')
-        f.write(",\n".join(encode(r.to_json()) for r in failed))
+        f.write(",\n".join(codec.dumps(r.to_json()) for r in failed))
         f.write("\n]}\n")
         f.flush()
         os.fsync(f.fileno())

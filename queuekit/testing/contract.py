@@ -27,6 +27,7 @@ import pytest
 
 from ..clock import new_id, now
 from ..drivers.base import Capability, QueueDriver
+from ..errors import PayloadError
 from ..manager import QueueManager
 from ..record import JobRecord
 from .jobs import AlwaysFails, ContractJob
@@ -481,6 +482,23 @@ class DriverContract:
             await driver.push_many(batch)
         assert await driver.reserve(None, lease=LEASE) is None
         assert (await driver.stats(["default"]))["default"]["pending"] == 0
+
+    async def test_a_batch_with_a_payload_that_is_not_json_stores_nothing(
+        self, driver: QueueDriver
+    ) -> None:
+        # The manager refuses such payloads before a driver sees them; a driver handed one
+        # directly (a custom dispatcher, a bug) must still store all of a batch or none of it,
+        # even when the bad record comes after rows already on their way to the store.
+        _needs(driver, Capability.PERSISTENT)
+        batch = [make_record(n, payload={"n": n, "pad": "x" * 2000}) for n in range(49)]
+        batch.append(make_record(49, payload={"n": 49, "bad": {1, 2}}))
+        with pytest.raises(PayloadError, match=batch[-1].id):
+            await driver.push_many(batch)
+        assert (await driver.stats(["default"])).get("default", {}).get("pending", 0) == 0
+        with pytest.raises(PayloadError, match=batch[-1].id):
+            await driver.push(batch[-1])
+        await driver.push_many(batch[:-1])
+        assert (await driver.stats(["default"]))["default"]["pending"] == 49
 
     async def test_push_many_with_a_pending_unique_key_is_all_or_nothing(
         self, driver: QueueDriver
