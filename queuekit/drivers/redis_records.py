@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import codec
-from ..errors import CorruptStoreError, PayloadError
+from ..errors import CorruptStoreError
 from ..record import JobRecord
 from . import redis_scripts as lua
 
@@ -36,7 +36,7 @@ def body(record: JobRecord) -> bytes:
     try:
         return codec.dumps_bytes(record.to_json())
     except (TypeError, ValueError) as e:
-        raise _unstorable(record, e) from e
+        raise record.unstorable(e) from e
 
 
 def layout(records: Sequence[JobRecord], at: float) -> Layout:
@@ -59,7 +59,7 @@ def layout(records: Sequence[JobRecord], at: float) -> Layout:
             else:
                 lists[1].extend((score, member))
     except (TypeError, ValueError) as e:
-        raise _unstorable(record, e) from e
+        raise record.unstorable(e) from e
     return out
 
 
@@ -73,12 +73,6 @@ def push_many_args(batch: Layout, group: Sequence[str]) -> list[Any]:
         args += ready
         args += delayed
     return args
-
-
-def _unstorable(record: JobRecord, error: Exception) -> PayloadError:
-    return PayloadError(
-        f"record {record.id} of job type {record.job_name!r} cannot be stored as JSON: {error}"
-    )
 
 
 def decode(data: Any, source: Callable[[], str]) -> JobRecord:
