@@ -9,8 +9,15 @@ that this script starts on a free loopback port and stops at the end, with no-op
   the steady cost of dispatching, the same way for every library;
 - drain N queued jobs with one worker process, timed from spawning it (start-up included) until
   a sentinel job dispatched last has run;
+- redis-py's blocking client awaiting one LPUSH per job and its asyncio client awaiting one
+  EVALSHA per job, timed the same way: not job queues, but the floors of one-by-one dispatch for
+  a synchronous library (Huey's enqueue is one LPUSH) and for an asyncio one (queuekit's is one
+  script run);
 - enqueue-to-start latency (p50/p99) over ``--latency-jobs`` jobs sent one at a time to an idle
   worker (each job reports ``time.time() - t0`` through Redis).
+
+queuekit's worker runs at concurrency 16 (``BENCH_QK_CONCURRENCY``) for both drain and latency, as
+one worker deployed for I/O-bound jobs would; at concurrency 1 its p50 latency is lower.
 
 Each measurement runs in a fresh child process (``--child SYSTEM ACTION``); a peer that cannot
 share this interpreter's packages (arq pins redis<6) runs under ``--python arq=/path/to/python``.
