@@ -256,6 +256,10 @@ class Worker:
             for record in records:
                 self._taken += 1
                 self._running_tasks.add(asyncio.create_task(self._run_one(record)))
+            if records:
+                # Let the jobs just leased start before the next reservation is prepared: their
+                # start, not the loop's bookkeeping, is what a waiting dispatcher sees.
+                await asyncio.sleep(0)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._running_tasks.discard(task)

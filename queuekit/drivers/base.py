@@ -162,7 +162,9 @@ class QueueDriver(ABC):
         backend can do both in one round trip or one transaction; the worker then prefers it
         to running the two calls side by side. If it raises, the caller cannot tell whether
         the completion was stored: calling ``complete(record)`` again is safe (it returns False
-        once the job is gone), and no job is left leased by the failed call.
+        once the job is gone), and no job is left leased by the failed call, except one whose
+        reservation reached a remote store but whose reply was lost: its lease runs out and it
+        runs again, as after any lost reply.
 
         Example::
 
