@@ -14,7 +14,7 @@ from queuekit import codec
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
+    | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
@@ -34,6 +34,19 @@ def test_what_orjson_refuses_is_written_by_json() -> None:
     value = {"big": 2**70, "keys": {1: "one"}}
     assert codec.loads(codec.dumps(value)) == {"big": 2**70, "keys": {"1": "one"}}
     assert codec.loads(codec.dumps_bytes(value)) == {"big": 2**70, "keys": {"1": "one"}}
+
+
+@pytest.mark.parametrize("n", [2**63, 2**64 + 1, -(2**70) - 3, 10**40 + 7])
+def test_integers_beyond_64_bits_come_back_exact(n: int) -> None:
+    for text in (codec.dumps({"n": n}), codec.dumps_bytes({"n": n}), json.dumps({"n": n})):
+        value = codec.loads(text)["n"]
+        assert value == n and isinstance(value, int)
+
+
+def test_digits_in_strings_and_long_floats_are_read_as_written() -> None:
+    value = {"card": "12345678901234567890123", "x": 0.12345678901234568}
+    assert codec.loads(codec.dumps(value)) == value
+    assert codec.encode_exact({1: "a"}) is None and codec.encode_exact({"a": 1}) == b'{"a":1}'
 
 
 def test_special_floats_written_by_json_are_read() -> None:

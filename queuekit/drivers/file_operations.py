@@ -41,10 +41,19 @@ class Operations:
     def push(self, records: list[JobRecord], batch: bool) -> bool:
         """Store ``records`` as one line, all or none; False (or, for a batch,
         ``DuplicateJobError``) if a unique key is pending or repeated."""
-        try:
-            line = encode_line({"op": "push", "jobs": [r.to_json() for r in records]})
-        except (TypeError, ValueError) as e:
-            raise _unstorable(records, e) from e
+        op = {"op": "push", "jobs": [r.to_json() for r in records]}
+        exact = codec.encode_exact(op)
+        if exact is not None:
+            line = exact + b"\n"
+        else:
+            try:
+                line = encode_line(op)
+            except (TypeError, ValueError) as e:
+                raise _unstorable(records, e) from e
+            # Only json could write these records (non-string keys, huge integers): keep what
+            # every process reads back from the line, not the caller's objects, so this process
+            # hands out the same records as the others.
+            records = [JobRecord.from_json(job) for job in codec.loads(line)["jobs"]]
         unique = self.replica.unique
         keys = [r.unique_key for r in records if r.unique_key is not None]
         if keys and (len(set(keys)) != len(keys) or any(k in unique for k in keys)):

@@ -500,6 +500,25 @@ class DriverContract:
         await driver.push_many(batch[:-1])
         assert (await driver.stats(["default"]))["default"]["pending"] == 49
 
+    async def test_what_only_json_can_write_comes_back_as_json_reads_it(
+        self, driver: QueueDriver
+    ) -> None:
+        # A custom to_json may return integer keys and integers beyond 64 bits: every store
+        # hands back what JSON makes of them (string keys, the exact integer), the same whether
+        # the job went alone or in a batch.
+        _needs(driver, Capability.PERSISTENT)
+        big = 2**70 + 1
+        alone = make_record(1, payload={"n": 1, "by_id": {7: "x"}, "big": big}, meta={1: True})
+        batched = make_record(2, payload={"n": 2, "by_id": {8: "y"}, "big": -big}, meta={2: 0})
+        assert await driver.push(alone)
+        await driver.push_many([batched])
+        got = await driver.reserve_many(None, lease=LEASE, limit=2)
+        assert [(r.payload, r.meta) for r in got] == [
+            ({"n": 1, "by_id": {"7": "x"}, "big": big}, {"1": True}),
+            ({"n": 2, "by_id": {"8": "y"}, "big": -big}, {"2": 0}),
+        ]
+        assert [type(r.payload["big"]) for r in got] == [int, int]
+
     async def test_push_many_with_a_pending_unique_key_is_all_or_nothing(
         self, driver: QueueDriver
     ) -> None:
