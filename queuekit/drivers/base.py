@@ -191,7 +191,11 @@ class QueueDriver(ABC):
 
     @abstractmethod
     async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
-        """Counts per queue: ``pending`` (due now), ``delayed``, ``reserved``, ``failed``."""
+        """Counts per queue: ``pending`` (due now), ``delayed``, ``reserved``, ``failed``.
+
+        ``reserved`` counts live leases; a job whose lease ran out is ``pending`` (the next
+        reservation takes it back) even before anyone has reclaimed it.
+        """
 
     @abstractmethod
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:

@@ -328,7 +328,9 @@ class MemoryDriver(QueueDriver):
                 out[q]["delayed"] = len(self._delayed.get(q, ())) - due
             for _, record in self._reserved.values():
                 if record.queue in out:
-                    out[record.queue]["reserved"] += 1
+                    # A lease that ran out counts as pending: the next reservation takes it.
+                    live = (record.reserved_until or 0.0) > at
+                    out[record.queue]["reserved" if live else "pending"] += 1
             for record in self._failed.values():
                 if record.queue in out:
                     out[record.queue]["failed"] += 1

@@ -387,14 +387,15 @@ class RedisDriver(QueueDriver):
             return {}
         at = repr(now())
         replies = await self._t().run_scripts([(lua.STATS, self._keys_of(q), [at]) for q in names])
+        # A lease that ran out counts as pending: the next reservation takes the job back.
         return {
             q: {
-                "pending": int(ready) + int(due),
+                "pending": int(ready) + int(due) + int(expired),
                 "delayed": int(later),
-                "reserved": int(reserved),
+                "reserved": int(held),
                 "failed": int(failed),
             }
-            for q, (ready, due, later, reserved, failed) in zip(names, replies, strict=True)
+            for q, (ready, due, later, expired, held, failed) in zip(names, replies, strict=True)
         }
 
     async def _failed_records(

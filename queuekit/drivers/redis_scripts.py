@@ -482,7 +482,8 @@ return {
   redis.call('ZCARD', KEYS[READY]),
   redis.call('ZCOUNT', KEYS[DELAYED], '-inf', ARGV[1]),
   redis.call('ZCOUNT', KEYS[DELAYED], '(' .. ARGV[1], '+inf'),
-  redis.call('ZCARD', KEYS[RESERVED]),
+  redis.call('ZCOUNT', KEYS[RESERVED], '-inf', ARGV[1]),
+  redis.call('ZCOUNT', KEYS[RESERVED], '(' .. ARGV[1], '+inf'),
   redis.call('ZCARD', KEYS[FAILED]),
 }
 """,

@@ -459,6 +459,22 @@ class DriverContract:
         assert stats["empty"] == {"pending": 0, "delayed": 0, "reserved": 0, "failed": 0}
         assert "s" in await driver.stats()
 
+    async def test_stats_count_a_lease_that_ran_out_as_pending(self, driver: QueueDriver) -> None:
+        # Nobody holds the job any more and the next reservation takes it back: for a health
+        # check sizing workers, it is waiting work, whether or not anyone has reclaimed it yet.
+        await driver.push(make_record(1, queue="x"))
+        await driver.push(make_record(2, queue="x"))
+        expiring = await driver.reserve(["x"], lease=SHORT)
+        held = await driver.reserve(["x"], lease=LEASE)
+        assert expiring is not None and held is not None
+        await asyncio.sleep(SHORT + 0.1)
+        assert (await driver.stats(["x"]))["x"] == {
+            "pending": 1,
+            "delayed": 0,
+            "reserved": 1,
+            "failed": 0,
+        }
+
     # -- batches -------------------------------------------------------------------------
 
     async def test_push_many_stores_all_in_order(self, driver: QueueDriver) -> None:

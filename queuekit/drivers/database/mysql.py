@@ -401,7 +401,7 @@ class MySQLDriver(QueueDriver):
         async def body(cur: aiomysql.Cursor) -> QueueStats:
             at = now()
             out: QueueStats = {}
-            await cur.execute(self.sql.stats, (at, at))
+            await cur.execute(self.sql.stats, (at,) * 5)
             for queue, pending, delayed, reserved in await cur.fetchall():
                 out[queue] = {
                     "pending": int(pending),

@@ -123,10 +123,14 @@ class MySQLStatements:
         )
         self.delete_seq = f"DELETE FROM {t} WHERE seq = %s"
         self.stats = (
+            # A lease that ran out counts as pending: the next reservation takes the job back.
+            # Parameters: now, five times.
             "SELECT queue, "
-            "CAST(COALESCE(SUM(reserved_until IS NULL AND available_at <= %s), 0) AS SIGNED), "
-            "CAST(COALESCE(SUM(reserved_until IS NULL AND available_at > %s), 0) AS SIGNED), "
-            "CAST(COALESCE(SUM(reserved_until IS NOT NULL), 0) AS SIGNED) "
+            "CAST(COALESCE(SUM(COALESCE(reserved_until <= %s, 1) AND available_at <= %s), 0) "
+            "AS SIGNED), "
+            "CAST(COALESCE(SUM(COALESCE(reserved_until <= %s, 1) AND available_at > %s), 0) "
+            "AS SIGNED), "
+            "CAST(COALESCE(SUM(COALESCE(reserved_until > %s, 0)), 0) AS SIGNED) "
             f"FROM {t} GROUP BY queue"
         )
         self.failed_stats = f"SELECT queue, COUNT(*) FROM {f} GROUP BY queue"

@@ -468,7 +468,7 @@ class SQLiteDriver(QueueDriver):
     def _read_stats(self, conn: sqlite3.Connection) -> QueueStats:
         at = now()
         out: QueueStats = {}
-        for queue_name, pending, delayed, reserved in conn.execute(self.sql.stats, (at, at)):
+        for queue_name, pending, delayed, reserved in conn.execute(self.sql.stats, (at,) * 5):
             out[queue_name] = {
                 "pending": pending or 0,
                 "delayed": delayed or 0,

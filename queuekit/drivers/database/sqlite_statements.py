@@ -114,9 +114,12 @@ class SQLiteStatements:
         )
         self.delete_seq = f"DELETE FROM {t} WHERE seq = ?"
         self.stats = (
-            f"SELECT queue, sum(reserved_until IS NULL AND available_at <= ?), "
-            "sum(reserved_until IS NULL AND available_at > ?), "
-            f"sum(reserved_until IS NOT NULL) FROM {t} GROUP BY queue"
+            # A lease that ran out counts as pending: the next reservation takes the job back.
+            # Parameters: now, five times.
+            "SELECT queue, "
+            "sum(coalesce(reserved_until <= ?, 1) AND available_at <= ?), "
+            "sum(coalesce(reserved_until <= ?, 1) AND available_at > ?), "
+            f"sum(coalesce(reserved_until > ?, 0)) FROM {t} GROUP BY queue"
         )
         self.failed_stats = f"SELECT queue, count(*) FROM {f} GROUP BY queue"
         self.failed_list = f"SELECT {failed_cols} FROM {f} ORDER BY failed_at, seq LIMIT ?"
