@@ -23,10 +23,9 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from ...clock import now
-from ...errors import ConfigError, CorruptStoreError, DriverError, DuplicateJobError
+from ...errors import CorruptStoreError, DriverError, DuplicateJobError
 from ...record import JobRecord
 from ..base import Capability, QueueDriver, QueueStats
 from .common import (
@@ -40,6 +39,15 @@ from .common import (
 )
 from .options import DatabaseOptions
 from .schema import SCHEMA_VERSION, record_from_row, record_to_row, row_source
+from .sqlite_connection import (
+    begin_as_python_would,
+    changed_rows,
+    check_same_file,
+    close_connection,
+    fetch_all,
+    open_connection,
+    parse_url,
+)
 from .sqlite_statements import SQLiteStatements
 from .sqlite_thread import CLOSE, OPEN, READ, STATEMENT, WRITE, ConnectionThread
 
@@ -48,38 +56,6 @@ __all__ = ["SQLiteDriver"]
 log = logging.getLogger("queuekit.drivers.sqlite")
 
 T = TypeVar("T")
-
-_SYNCHRONOUS = ("off", "normal", "full", "extra")
-
-
-def _parse_url(url: str) -> tuple[str, str]:
-    """``(path, synchronous)`` from ``sqlite:///path?synchronous=normal``."""
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise ConfigError(
-            f"queue.database.url: a SQLite URL has no host ({url!r}); write "
-            "'sqlite:///relative/jobs.db' or 'sqlite:////absolute/jobs.db'"
-        )
-    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-    if not path or path == ":memory:":
-        raise ConfigError(
-            f"queue.database.url: expected a database file path, got {url!r} "
-            "(an in-memory database would lose every job; use the memory driver for that)"
-        )
-    query = parse_qs(parts.query)
-    unknown = set(query) - {"synchronous"}
-    if unknown:
-        raise ConfigError(
-            f"queue.database.url: unknown SQLite option(s) {', '.join(sorted(unknown))}; "
-            "known: synchronous"
-        )
-    synchronous = query.get("synchronous", ["normal"])[-1].lower()
-    if synchronous not in _SYNCHRONOUS:
-        raise ConfigError(
-            f"queue.database.url: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
-            f"got {synchronous!r}"
-        )
-    return path, synchronous
 
 
 class SQLiteDriver(QueueDriver):
@@ -106,7 +82,7 @@ class SQLiteDriver(QueueDriver):
 
     def __init__(self, options: dict[str, Any] | DatabaseOptions) -> None:
         self.options = DatabaseOptions.parse(options)
-        self.path, self._synchronous = _parse_url(self.options.url)
+        self.path, self._synchronous = parse_url(self.options.url)
         self.default_lease = self.options.retry_after
         self.sql = SQLiteStatements(self.options.table, self.options.failed_table)
         self._thread: ConnectionThread | None = None
@@ -124,7 +100,7 @@ class SQLiteDriver(QueueDriver):
             await self._call(OPEN, self._open)
         except BaseException:
             self._thread = None
-            thread.submit(CLOSE, _close_connection, ())
+            thread.submit(CLOSE, close_connection, ())
             raise
 
     async def close(self) -> None:
@@ -134,7 +110,7 @@ class SQLiteDriver(QueueDriver):
             return
         # The thread ends right after running the close, whatever its outcome; waiting for it
         # only once it answered keeps a cancelled close from blocking the event loop.
-        await thread.submit(CLOSE, _close_connection, ())
+        await thread.submit(CLOSE, close_connection, ())
         thread.join()
 
     async def _call(self, kind: int, fn: Callable[..., T], *args: Any) -> T:
@@ -157,18 +133,8 @@ class SQLiteDriver(QueueDriver):
         return DriverError(text)
 
     def _open(self, _: None) -> sqlite3.Connection:
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.options.connect_timeout,
-            isolation_level=None,  # we open every transaction ourselves
-            check_same_thread=True,
-        )
+        conn = open_connection(self.path, self._synchronous, self.options.connect_timeout)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
             self._create_schema(conn)
         except BaseException:
             conn.close()
@@ -250,8 +216,8 @@ class SQLiteDriver(QueueDriver):
                 f"same file, got {type(conn).__name__}"
             )
         try:
-            self._check_same_file(conn)
-            _begin_as_python_would(conn)
+            check_same_file(conn, self.path, self._real_path)
+            begin_as_python_would(conn)
             conn.execute("SAVEPOINT queuekit_push")
             try:
                 if len(records) == 1:
@@ -273,17 +239,6 @@ class SQLiteDriver(QueueDriver):
             ) from e
         except sqlite3.Error as e:
             raise self._wrap(e) from e
-
-    def _check_same_file(self, conn: sqlite3.Connection) -> None:
-        files = {row[1]: row[2] for row in conn.execute("PRAGMA database_list")}
-        main = files.get("main") or ""
-        if self._real_path is None:
-            raise DriverError(f"SQLite queue {self.path!r}: the driver is not connected")
-        if not main or os.path.realpath(main) != self._real_path:
-            raise DriverError(
-                f"SQLite queue {self.path!r}: the connection passed as connection= is open on "
-                f"{main or 'an in-memory database'!r}, not on the queue's file"
-            )
 
     # -- reserving -------------------------------------------------------------------------
 
@@ -374,7 +329,7 @@ class SQLiteDriver(QueueDriver):
         if fence is None:
             return False
         until = now() + lease
-        if not await self._call(STATEMENT, _count, self.sql.extend, (until, *fence)):
+        if not await self._call(STATEMENT, changed_rows, self.sql.extend, (until, *fence)):
             return False
         record.reserved_until = until
         return True
@@ -383,7 +338,7 @@ class SQLiteDriver(QueueDriver):
         fence = fence_of(record)
         if fence is None:
             return False
-        return await self._call(STATEMENT, _count, self.sql.complete, fence) > 0
+        return await self._call(STATEMENT, changed_rows, self.sql.complete, fence) > 0
 
     async def complete_many(self, records: Sequence[JobRecord]) -> list[bool]:
         """Delete several finished jobs in one transaction; one flag per record."""
@@ -443,7 +398,7 @@ class SQLiteDriver(QueueDriver):
         if fence is None:
             return False
         params = (record.attempts, error, now() + delay, *fence)
-        released = await self._call(STATEMENT, _count, self.sql.release, params) > 0
+        released = await self._call(STATEMENT, changed_rows, self.sql.release, params) > 0
         if released:
             self._changed.notify()
         return released
@@ -481,9 +436,9 @@ class SQLiteDriver(QueueDriver):
 
     async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
         if queue is None:
-            rows = await self._call(READ, _fetch_all, self.sql.failed_list, (limit,))
+            rows = await self._call(READ, fetch_all, self.sql.failed_list, (limit,))
         else:
-            rows = await self._call(READ, _fetch_all, self.sql.failed_list_queue, (queue, limit))
+            rows = await self._call(READ, fetch_all, self.sql.failed_list_queue, (queue, limit))
         return decode_failed(rows, self.options.failed_table)
 
     async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
@@ -528,7 +483,7 @@ class SQLiteDriver(QueueDriver):
         return sum(conn.execute(self.sql.forget_id, (i,)).rowcount for i in ids)
 
     async def purge(self, queue: str) -> int:
-        return await self._call(STATEMENT, _count, self.sql.purge, (queue,))
+        return await self._call(STATEMENT, changed_rows, self.sql.purge, (queue,))
 
 
 def _in_order(rows: list[Any]) -> list[Any]:
@@ -536,31 +491,3 @@ def _in_order(rows: list[Any]) -> list[Any]:
     if len(rows) > 1:
         rows.sort(key=reservation_order)
     return rows
-
-
-def _count(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> int:
-    """Run one write statement; how many rows it changed."""
-    return conn.execute(statement, params).rowcount
-
-
-def _fetch_all(conn: sqlite3.Connection, statement: str, params: Sequence[Any]) -> list[Any]:
-    return conn.execute(statement, params).fetchall()
-
-
-def _close_connection(conn: sqlite3.Connection | None) -> None:
-    if conn is not None:
-        conn.close()
-
-
-def _begin_as_python_would(conn: sqlite3.Connection) -> None:
-    """Open the transaction ``sqlite3`` would open implicitly before an INSERT.
-
-    Our SAVEPOINT comes first, and outside a transaction its RELEASE would commit at once; this
-    keeps the job inside the caller's transaction, to commit or roll back with it.
-    """
-    if conn.in_transaction:
-        return
-    autocommit = getattr(conn, "autocommit", None)  # Python 3.12+
-    if autocommit is True or (autocommit is not False and conn.isolation_level is None):
-        return  # the caller chose autocommit: each statement is its own transaction
-    conn.execute(f"BEGIN {conn.isolation_level or ''}".rstrip())
