@@ -54,10 +54,8 @@ def dumps_bytes(value: Any) -> bytes:
 
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text (see ``dumps_bytes``)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return _std_encode(value)
+    text = encode_exact(value)
+    return text.decode() if text is not None else _std_encode(value)
 
 
 def loads(text: str | bytes | bytearray | memoryview) -> Any:

@@ -267,20 +267,26 @@ class Worker:
         self._settling.discard(task)
         self._slot_freed.set()
 
-    async def _run_inline(self, record: JobRecord, deadline: float | None) -> JobRecord | None:
-        """Concurrency 1: run the job in the loop task itself (no task to create per job).
-
-        Returns the next job when its reservation rode along with this job's completion.
-        """
-        execution = Execution(record)
+    async def _execute(self, execution: Execution) -> Execution:
+        """Run the job of ``execution`` (not yet settled); a cancelled one is counted here."""
+        record = execution.record
         self._executions[record.id] = execution
-        self._inline = execution
         try:
             await self.runner.execute(record, execution)
         except asyncio.CancelledError:
             self._executions.pop(record.id, None)
             self.summary.count(execution.outcome)
             raise
+        return execution
+
+    async def _run_inline(self, record: JobRecord, deadline: float | None) -> JobRecord | None:
+        """Concurrency 1: run the job in the loop task itself (no task to create per job).
+
+        Returns the next job when its reservation rode along with this job's completion.
+        """
+        execution = self._inline = Execution(record)
+        try:
+            await self._execute(execution)
         finally:
             self._inline = None
         if self.options.delay:
@@ -369,14 +375,7 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         task.add_done_callback(self._done)
-        execution = Execution(record)
-        self._executions[record.id] = execution
-        try:
-            await self.runner.execute(record, execution)
-        except asyncio.CancelledError:
-            self._executions.pop(record.id, None)
-            self.summary.count(execution.outcome)
-            raise
+        execution = await self._execute(Execution(record))
         self._running_tasks.discard(task)  # handle() is over: a hard stop no longer cancels it
         if self.options.delay:
             # The slot stays taken while the worker pauses after the job.
