@@ -253,7 +253,7 @@ class MySQLDriver(QueueDriver):
         if corrupt:
             # The readable rows are left as they were (not leased): they cost nothing.
             for seq, error in corrupt:
-                await cur.execute(self.sql.quarantine, (None, None, str(error), at, seq))
+                await cur.execute(self.sql.quarantine, (str(error), at, seq))
                 await cur.execute(self.sql.delete_seq, (seq,))
             return [], [str(e) for _, e in corrupt]
         until = at + lease
@@ -382,7 +382,7 @@ class MySQLDriver(QueueDriver):
             return False
 
         async def body(cur: TransactionCursor) -> bool:
-            await cur.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence))
+            await cur.execute(self.sql.copy_to_failed, (error, now(), *fence))
             if cur.rowcount == 0:
                 return False
             await cur.execute(self.sql.complete, fence)

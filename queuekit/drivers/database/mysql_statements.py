@@ -8,7 +8,7 @@ them, so dispatching never waits for a worker.
 
 from __future__ import annotations
 
-from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE
+from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE, failed_select, retry_select
 
 __all__ = ["MySQLStatements"]
 
@@ -110,17 +110,12 @@ class MySQLStatements:
             f"available_at = %s, reserved_until = NULL, lease_token = NULL {fence}"
         )
         failed_cols = ", ".join(FAILED_COLUMNS)
-        copy_cols = ", ".join(
-            "%s" if c in ("reserved_until", "lease_token", "last_error") else c for c in JOB_COLUMNS
-        )
-        # fail(): copy the held row to the failed table, then delete it under the fence; the
-        # caller rolls back when the delete matched nothing (the copy read a lost lease).
-        self.copy_to_failed = (
-            f"INSERT INTO {f} ({failed_cols}) SELECT {copy_cols}, %s FROM {t} {fence}"
-        )
-        self.quarantine = (
-            f"INSERT INTO {f} ({failed_cols}) SELECT {copy_cols}, %s FROM {t} WHERE seq = %s"
-        )
+        # fail(): copy the held row to the failed table (parameters: error, failed_at, then the
+        # row), then delete it under the fence; the caller rolls back when the delete matched
+        # nothing (the copy read a lost lease).
+        copy = f"INSERT INTO {f} ({failed_cols}) SELECT {failed_select('%s')}, %s FROM {t}"
+        self.copy_to_failed = f"{copy} {fence}"
+        self.quarantine = f"{copy} WHERE seq = %s"
         self.delete_seq = f"DELETE FROM {t} WHERE seq = %s"
         self.stats = (
             # A lease that ran out counts as pending: the next reservation takes the job back.
@@ -142,14 +137,8 @@ class MySQLStatements:
         # cannot both copy one row (READ COMMITTED reads after the lock see the other's delete).
         self.lock_failed_all = f"SELECT seq FROM {f} ORDER BY failed_at, seq FOR UPDATE"
         self._lock_failed_head = f"SELECT seq FROM {f} WHERE id IN "
-        back_as_new = {
-            "attempts": "0",
-            "available_at": "%s",
-            "reserved_until": "NULL",
-            "lease_token": "NULL",
-        }
-        retry_cols = ", ".join(back_as_new.get(c, c) for c in JOB_COLUMNS)
-        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_cols} FROM {f} WHERE seq = %s"
+        # Back as new: attempts 0, due now, no lease; last_error is kept for the record.
+        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_select('%s')} FROM {f} WHERE seq = %s"
         self.forget_seq = f"DELETE FROM {f} WHERE seq = %s"
         self.forget_all = f"DELETE FROM {f}"
         self._forget_head = f"DELETE FROM {f} WHERE id IN "

@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 
 from .postgres_pipeline import Statement
-from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE
+from .postgres_schema import CREATE, READ_VERSION, RECORD_VERSION, SCHEMA_LOCK
+from .schema import FAILED_COLUMNS, JOB_COLUMNS, failed_select, retry_select
 
 __all__ = ["COPY_TYPES", "HotStatements", "PostgresStatements", "channel_name"]
 
@@ -46,85 +47,6 @@ COPY_TYPES: tuple[str, ...] = tuple(
     {"integer": "int4", "double precision": "float8"}.get(_ARRAY_TYPES.get(c, "text"), "text")
     for c in JOB_COLUMNS
 )
-
-# -- schema -------------------------------------------------------------------------------------
-
-# Concurrent ``CREATE TABLE IF NOT EXISTS`` from several workers starting at once can still fail
-# with a duplicate pg_type row; one advisory lock per database serializes schema creation.
-SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('queuekit.schema'))"
-
-CREATE_SCHEMA_TABLE = f"""
-CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (
-    table_name text PRIMARY KEY,
-    version integer NOT NULL
-)"""
-
-# ``seq`` is the push order (ties after priority and available_at). Key columns use the "C"
-# collation: byte comparison is faster and ids, queues and tokens have no linguistic order.
-CREATE_JOBS = """
-CREATE TABLE IF NOT EXISTS {jobs} (
-    seq bigint GENERATED ALWAYS AS IDENTITY,
-    id text COLLATE "C" PRIMARY KEY,
-    job_name text NOT NULL,
-    payload text NOT NULL,
-    queue text COLLATE "C" NOT NULL,
-    priority integer NOT NULL,
-    attempts integer NOT NULL,
-    max_retries integer NOT NULL,
-    timeout double precision,
-    created_at double precision NOT NULL,
-    available_at double precision NOT NULL,
-    reserved_until double precision,
-    lease_token text COLLATE "C",
-    unique_key text COLLATE "C",
-    last_error text,
-    meta text NOT NULL
-)"""
-
-# The reservation order for one named queue, and across every queue. Neither index holds a
-# column that reservation changes (attempts, reserved_until, lease_token), so a reservation can
-# be a HOT update that writes no index entry.
-CREATE_PICK_INDEX = """
-CREATE INDEX IF NOT EXISTS {pick_index} ON {jobs} (queue, priority DESC, available_at, seq)"""
-CREATE_PICK_ANY_INDEX = """
-CREATE INDEX IF NOT EXISTS {pick_any_index} ON {jobs} (priority DESC, available_at, seq)"""
-
-# UNIQUE: at most one pending, delayed or running job per unique_key. Finished jobs are deleted
-# and failed ones moved out, so the key is free again exactly when the job leaves this table.
-CREATE_UNIQUE_INDEX = """
-CREATE UNIQUE INDEX IF NOT EXISTS {unique_index} ON {jobs} (unique_key)
-WHERE unique_key IS NOT NULL"""
-
-CREATE_FAILED = """
-CREATE TABLE IF NOT EXISTS {failed} (
-    id text COLLATE "C" PRIMARY KEY,
-    job_name text NOT NULL,
-    payload text NOT NULL,
-    queue text COLLATE "C" NOT NULL,
-    priority integer NOT NULL,
-    attempts integer NOT NULL,
-    max_retries integer NOT NULL,
-    timeout double precision,
-    created_at double precision NOT NULL,
-    available_at double precision NOT NULL,
-    reserved_until double precision,
-    lease_token text COLLATE "C",
-    unique_key text COLLATE "C",
-    last_error text,
-    meta text NOT NULL,
-    failed_at double precision NOT NULL
-)"""
-
-CREATE_FAILED_INDEX = """
-CREATE INDEX IF NOT EXISTS {failed_index} ON {failed} (failed_at, id)"""
-
-# The first release to create a table records its layout version; a later one migrates from it.
-RECORD_VERSION = f"""
-INSERT INTO {SCHEMA_TABLE} (table_name, version) VALUES (%(table)s, %(version)s)
-ON CONFLICT (table_name) DO NOTHING
-RETURNING version"""
-
-READ_VERSION = f"SELECT version FROM {SCHEMA_TABLE} WHERE table_name = %(table)s"
 
 # -- pushing ------------------------------------------------------------------------------------
 
@@ -256,8 +178,7 @@ WITH gone AS (
     RETURNING {_COLUMNS}
 )
 INSERT INTO {{failed}} ({_FAILED_COLUMNS})
-SELECT id, job_name, payload, queue, priority, attempts, max_retries, timeout, created_at,
-       available_at, NULL, NULL, unique_key, %(error)s, meta, %(now)s
+SELECT {failed_select("%(error)s")}, %(now)s
 FROM gone
 RETURNING id"""
 
@@ -276,8 +197,7 @@ ORDER BY failed_at, id LIMIT %(limit)s"""
 _RETRY = f"""
 WITH moved AS (
     INSERT INTO {{{{jobs}}}} ({_COLUMNS})
-    SELECT id, job_name, payload, queue, priority, 0, max_retries, timeout, created_at,
-           %(now)s, NULL, NULL, unique_key, last_error, meta
+    SELECT {retry_select("%(now)s")}
     FROM {{{{failed}}}} {{where}}
     ORDER BY failed_at, id
     ON CONFLICT DO NOTHING
@@ -437,18 +357,7 @@ class PostgresStatements:
         )
         return cls(
             schema_lock=fill(SCHEMA_LOCK),
-            create=tuple(
-                fill(t)
-                for t in (
-                    CREATE_SCHEMA_TABLE,
-                    CREATE_JOBS,
-                    CREATE_PICK_INDEX,
-                    CREATE_PICK_ANY_INDEX,
-                    CREATE_UNIQUE_INDEX,
-                    CREATE_FAILED,
-                    CREATE_FAILED_INDEX,
-                )
-            ),
+            create=tuple(fill(t) for t in CREATE),
             record_version=fill(RECORD_VERSION),
             read_version=fill(READ_VERSION),
             listen=f"LISTEN {_quote(channel_name(table))}".encode(),

@@ -23,8 +23,10 @@ __all__ = [
     "JOB_COLUMNS",
     "SCHEMA_TABLE",
     "SCHEMA_VERSION",
+    "failed_select",
     "record_from_row",
     "record_to_row",
+    "retry_select",
     "row_source",
 ]
 
@@ -53,6 +55,35 @@ JOB_COLUMNS: tuple[str, ...] = (
 )
 #: Columns of the failed table: the job columns and when it failed.
 FAILED_COLUMNS: tuple[str, ...] = (*JOB_COLUMNS, "failed_at")
+
+
+def _select_list(replaced: dict[str, str]) -> str:
+    return ", ".join(replaced.get(c, c) for c in JOB_COLUMNS)
+
+
+def failed_select(error: str) -> str:
+    """The ``SELECT`` list that copies a job row into the failed table, ``JOB_COLUMNS`` order.
+
+    The lease is cleared and ``last_error`` becomes ``error`` (a dialect's placeholder).
+    """
+    return _select_list({"reserved_until": "NULL", "lease_token": "NULL", "last_error": error})
+
+
+def retry_select(available_at: str) -> str:
+    """The ``SELECT`` list that puts a failed row back as new, ``JOB_COLUMNS`` order.
+
+    Attempts 0, due at ``available_at`` (a dialect's placeholder), no lease; ``last_error`` is
+    kept for the record.
+    """
+    return _select_list(
+        {
+            "attempts": "0",
+            "available_at": available_at,
+            "reserved_until": "NULL",
+            "lease_token": "NULL",
+        }
+    )
+
 
 _PAYLOAD = JOB_COLUMNS.index("payload")
 _META = JOB_COLUMNS.index("meta")

@@ -319,7 +319,7 @@ class SQLiteDriver(QueueDriver):
                 conn.execute(self.sql.unlease, (seq,))
         at = now()
         for seq, error in corrupt:
-            conn.execute(self.sql.quarantine, (None, None, str(error), at, seq))
+            conn.execute(self.sql.quarantine, (str(error), at, seq))
             conn.execute(self.sql.delete_seq, (seq,))
 
     # -- settling a lease ------------------------------------------------------------------
@@ -410,7 +410,7 @@ class SQLiteDriver(QueueDriver):
         return await self._call(WRITE, self._move_to_failed, fence, error)
 
     def _move_to_failed(self, conn: sqlite3.Connection, fence: tuple[int, str], error: str) -> bool:
-        if conn.execute(self.sql.copy_to_failed, (None, None, error, now(), *fence)).rowcount:
+        if conn.execute(self.sql.copy_to_failed, (error, now(), *fence)).rowcount:
             conn.execute(self.sql.complete, fence)
             return True
         return False

@@ -6,9 +6,18 @@ each statement does to which table and what it guarantees.
 
 from __future__ import annotations
 
-from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE
+from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE, failed_select, retry_select
 
 __all__ = ["SQLiteStatements"]
+
+# The jobs table's columns after ``seq`` (the failed table adds ``failed_at``).
+_JOB_COLUMN_TYPES = (
+    "id TEXT NOT NULL, job_name TEXT NOT NULL, payload TEXT NOT NULL, queue TEXT NOT NULL, "
+    "priority INTEGER NOT NULL, attempts INTEGER NOT NULL, max_retries INTEGER NOT NULL, "
+    "timeout REAL, created_at REAL NOT NULL, available_at REAL NOT NULL, "
+    "reserved_until REAL, lease_token TEXT, unique_key TEXT, last_error TEXT, "
+    "meta TEXT NOT NULL"
+)
 
 
 class SQLiteStatements:
@@ -27,12 +36,7 @@ class SQLiteStatements:
             # seq is the rowid: a new row always gets more than every row present, so it is
             # the push order. Rows are found by seq (it leads the lease token), so ``id`` needs
             # no index of its own: one index less to write per job.
-            f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, "
-            "job_name TEXT NOT NULL, payload TEXT NOT NULL, queue TEXT NOT NULL, "
-            "priority INTEGER NOT NULL, attempts INTEGER NOT NULL, max_retries INTEGER NOT NULL, "
-            "timeout REAL, created_at REAL NOT NULL, available_at REAL NOT NULL, "
-            "reserved_until REAL, lease_token TEXT, unique_key TEXT, last_error TEXT, "
-            "meta TEXT NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {t} (seq INTEGER PRIMARY KEY, {_JOB_COLUMN_TYPES})",
             # Reservation order. Leased rows stay in these indexes (a lease changes no indexed
             # column, so taking and renewing one writes no index); a reservation steps over the
             # few leased rows at the head, and finds expired ones there, in order. It also steps
@@ -46,12 +50,8 @@ class SQLiteStatements:
             f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_unique ON {t} (unique_key) "
             "WHERE unique_key IS NOT NULL",
             # A failed row keeps its own seq so a job failed twice never collides with itself.
-            f"CREATE TABLE IF NOT EXISTS {f} (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, "
-            "job_name TEXT NOT NULL, payload TEXT NOT NULL, queue TEXT NOT NULL, "
-            "priority INTEGER NOT NULL, attempts INTEGER NOT NULL, max_retries INTEGER NOT NULL, "
-            "timeout REAL, created_at REAL NOT NULL, available_at REAL NOT NULL, "
-            "reserved_until REAL, lease_token TEXT, unique_key TEXT, last_error TEXT, "
-            "meta TEXT NOT NULL, failed_at REAL NOT NULL)",
+            f"CREATE TABLE IF NOT EXISTS {f} (seq INTEGER PRIMARY KEY, {_JOB_COLUMN_TYPES}, "
+            "failed_at REAL NOT NULL)",
             f"CREATE INDEX IF NOT EXISTS {f}_id ON {f} (id)",
             f"CREATE INDEX IF NOT EXISTS {f}_order ON {f} (failed_at, seq)",
         )
@@ -101,17 +101,11 @@ class SQLiteStatements:
             f"available_at = ?, reserved_until = NULL, lease_token = NULL {fence}"
         )
         failed_cols = ", ".join(FAILED_COLUMNS)
-        # Copies a job row into the failed table with its error; the caller deletes it after.
-        copy_cols = ", ".join(
-            c if c not in ("reserved_until", "lease_token", "last_error") else "?"
-            for c in JOB_COLUMNS
-        )
-        self.copy_to_failed = (
-            f"INSERT INTO {f} ({failed_cols}) SELECT {copy_cols}, ? FROM {t} {fence}"
-        )
-        self.quarantine = (
-            f"INSERT INTO {f} ({failed_cols}) SELECT {copy_cols}, ? FROM {t} WHERE seq = ?"
-        )
+        # Copies a job row into the failed table with its error (parameters: error, failed_at,
+        # then the row); the caller deletes it after.
+        copy = f"INSERT INTO {f} ({failed_cols}) SELECT {failed_select('?')}, ? FROM {t}"
+        self.copy_to_failed = f"{copy} {fence}"
+        self.quarantine = f"{copy} WHERE seq = ?"
         self.delete_seq = f"DELETE FROM {t} WHERE seq = ?"
         self.stats = (
             # A lease that ran out counts as pending: the next reservation takes the job back.
@@ -129,14 +123,7 @@ class SQLiteStatements:
         self.failed_seqs = f"SELECT seq FROM {f} ORDER BY failed_at, seq"
         self.failed_seqs_of = f"SELECT seq FROM {f} WHERE id = ? ORDER BY seq"
         # Back as new: attempts 0, due now, no lease; last_error is kept for the record.
-        back_as_new = {
-            "attempts": "0",
-            "available_at": "?",
-            "reserved_until": "NULL",
-            "lease_token": "NULL",
-        }
-        retry_cols = ", ".join(back_as_new.get(c, c) for c in JOB_COLUMNS)
-        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_cols} FROM {f} WHERE seq = ?"
+        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_select('?')} FROM {f} WHERE seq = ?"
         self.forget_seq = f"DELETE FROM {f} WHERE seq = ?"
         self.forget_all = f"DELETE FROM {f}"
         self.forget_id = f"DELETE FROM {f} WHERE id = ?"
