@@ -1,7 +1,8 @@
-"""Pieces the SQLite and MySQL dialects share: lease tokens, in-process wake-ups, failed rows.
+"""Pieces the SQL dialects share: capabilities, lease tokens, wake-ups, decoding rows, counts.
 
-A lease token is ``"<seq>.<random hex>"``: the random part fences off every earlier holder of the
-row, and the ``seq`` prefix lets extend/complete/release/fail find the row by its primary key.
+Most serve SQLite and MySQL, whose rows are found by ``seq``. A lease token is
+``"<seq>.<random hex>"``: the random part fences off every earlier holder of the row, and the
+``seq`` prefix lets extend/complete/release/fail find the row by its primary key.
 """
 
 from __future__ import annotations
@@ -9,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import CorruptStoreError
 from ...record import JobRecord
-from ..base import QueueStats
+from ..base import Capability, QueueStats
 from .schema import JOB_COLUMNS, record_from_row
 
 __all__ = [
+    "SQL_CAPABILITIES",
     "ChangeSignal",
+    "count_by_queue",
     "decode_failed",
+    "decode_leased",
     "empty_counts",
     "fence_of",
     "lease_or_wait",
@@ -28,6 +32,16 @@ __all__ = [
 ]
 
 log = logging.getLogger("queuekit.drivers.database")
+
+#: What every SQL dialect guarantees; PostgreSQL adds ``BLOCKING_WAIT`` (LISTEN/NOTIFY).
+SQL_CAPABILITIES = (
+    Capability.PRIORITY
+    | Capability.DELAY
+    | Capability.ATOMIC_BATCH
+    | Capability.PERSISTENT
+    | Capability.TRANSACTIONAL
+    | Capability.UNIQUE
+)
 
 
 def fence_of(record: JobRecord) -> tuple[int, str] | None:
@@ -61,6 +75,20 @@ def reservation_order(row: Sequence[Any]) -> tuple[float, float, int]:
     )
 
 
+def decode_leased(
+    rows: Sequence[Sequence[Any]], table: str
+) -> tuple[list[JobRecord], list[tuple[int, CorruptStoreError]]]:
+    """Records from leased ``(seq, *JOB_COLUMNS)`` rows, and ``(seq, error)`` of unreadable ones."""
+    records: list[JobRecord] = []
+    corrupt: list[tuple[int, CorruptStoreError]] = []
+    for row in rows:
+        try:
+            records.append(record_from_row(row[1:], table))
+        except CorruptStoreError as e:
+            corrupt.append((row[0], e))
+    return records, corrupt
+
+
 def decode_failed(rows: Sequence[Sequence[Any]], table: str) -> list[JobRecord]:
     """Failed records from ``FAILED_COLUMNS`` rows; an unreadable row is skipped loudly.
 
@@ -78,6 +106,21 @@ def decode_failed(rows: Sequence[Sequence[Any]], table: str) -> list[JobRecord]:
 def empty_counts() -> dict[str, int]:
     """The stats of a queue with nothing in it."""
     return {"pending": 0, "delayed": 0, "reserved": 0, "failed": 0}
+
+
+def count_by_queue(jobs: Iterable[Sequence[Any]], failed: Iterable[Sequence[Any]]) -> QueueStats:
+    """Stats from ``(queue, pending, delayed, reserved)`` and ``(queue, failed)`` count rows."""
+    out: QueueStats = {}
+    for queue, pending, delayed, reserved in jobs:
+        out[queue] = {
+            "pending": int(pending or 0),
+            "delayed": int(delayed or 0),
+            "reserved": int(reserved or 0),
+            "failed": 0,
+        }
+    for queue, count in failed:
+        out.setdefault(queue, empty_counts())["failed"] = int(count)
+    return out
 
 
 def select_stats(counts: QueueStats, queues: Sequence[str] | None) -> QueueStats:

@@ -14,11 +14,14 @@ then cost one commit and one wake-up of the event loop.
 URL: ``sqlite:///relative/path/jobs.db`` or ``sqlite:////absolute/path/jobs.db``. The query string
 may set ``synchronous`` (``normal``, the default, survives a crash of the process; ``full`` also
 survives a power cut, at a cost per commit).
+
+Its parts live beside it: the statements in ``sqlite_statements``, the connection thread in
+``sqlite_thread``, opening and the caller's connection in ``sqlite_connection``, stats and
+failed-job management in ``sqlite_admin``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -27,38 +30,36 @@ from typing import Any, TypeVar
 from ...clock import now
 from ...errors import CorruptStoreError, DriverError, DuplicateJobError
 from ...record import JobRecord
-from ..base import Capability, QueueDriver, QueueStats
+from ..base import QueueDriver
 from .common import (
+    SQL_CAPABILITIES,
     ChangeSignal,
-    decode_failed,
-    empty_counts,
+    decode_leased,
     fence_of,
     lease_or_wait,
     reservation_order,
-    select_stats,
 )
 from .options import DatabaseOptions
-from .schema import SCHEMA_VERSION, record_from_row, record_to_row, row_source
+from .schema import record_to_row
+from .sqlite_admin import SQLiteAdmin
 from .sqlite_connection import (
     begin_as_python_would,
     changed_rows,
     check_same_file,
     close_connection,
-    fetch_all,
+    create_schema,
     open_connection,
     parse_url,
 )
 from .sqlite_statements import SQLiteStatements
-from .sqlite_thread import CLOSE, OPEN, READ, STATEMENT, WRITE, ConnectionThread
+from .sqlite_thread import CLOSE, OPEN, STATEMENT, WRITE, ConnectionThread
 
 __all__ = ["SQLiteDriver"]
-
-log = logging.getLogger("queuekit.drivers.sqlite")
 
 T = TypeVar("T")
 
 
-class SQLiteDriver(QueueDriver):
+class SQLiteDriver(SQLiteAdmin, QueueDriver):
     """The ``database`` driver for ``sqlite:///...`` URLs.
 
     Example::
@@ -71,14 +72,7 @@ class SQLiteDriver(QueueDriver):
     """
 
     name = "database"
-    capabilities = (
-        Capability.PRIORITY
-        | Capability.DELAY
-        | Capability.ATOMIC_BATCH
-        | Capability.PERSISTENT
-        | Capability.TRANSACTIONAL
-        | Capability.UNIQUE
-    )
+    capabilities = SQL_CAPABILITIES
 
     def __init__(self, options: dict[str, Any] | DatabaseOptions) -> None:
         self.options = DatabaseOptions.parse(options)
@@ -135,32 +129,14 @@ class SQLiteDriver(QueueDriver):
     def _open(self, _: None) -> sqlite3.Connection:
         conn = open_connection(self.path, self._synchronous, self.options.connect_timeout)
         try:
-            self._create_schema(conn)
+            create_schema(
+                conn, self.sql, (self.options.table, self.options.failed_table), self.path
+            )
         except BaseException:
             conn.close()
             raise
         self._real_path = os.path.realpath(self.path)
         return conn
-
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        # IMMEDIATE: processes starting together create the tables one after the other.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in self.sql.create:
-                conn.execute(statement)
-            for table in (self.options.table, self.options.failed_table):
-                row = conn.execute(self.sql.schema_version, (table,)).fetchone()
-                if row is not None and row[0] > SCHEMA_VERSION:
-                    raise DriverError(
-                        f"SQLite queue {self.path!r}: table {table!r} has schema version "
-                        f"{row[0]}, newer than this release reads ({SCHEMA_VERSION}); upgrade "
-                        "queuekit"
-                    )
-                conn.execute(self.sql.record_version, (table, SCHEMA_VERSION, now()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.rollback()
-            raise
 
     # -- storing ---------------------------------------------------------------------------
 
@@ -285,14 +261,7 @@ class SQLiteDriver(QueueDriver):
                 rows += _in_order(conn.execute(statement, params).fetchall())
                 if len(rows) >= limit:
                     break
-        records: list[JobRecord] = []
-        corrupt: list[tuple[int, CorruptStoreError]] = []
-        table = self.options.table
-        for row in rows:
-            try:
-                records.append(record_from_row(row[1:], table))
-            except CorruptStoreError as e:
-                corrupt.append((row[0], e))
+        records, corrupt = decode_leased(rows, self.options.table)
         if not corrupt:
             return records, []
         if quarantine:
@@ -414,76 +383,6 @@ class SQLiteDriver(QueueDriver):
             conn.execute(self.sql.complete, fence)
             return True
         return False
-
-    # -- inspecting and managing -----------------------------------------------------------
-
-    async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
-        return select_stats(await self._call(READ, self._read_stats), queues)
-
-    def _read_stats(self, conn: sqlite3.Connection) -> QueueStats:
-        at = now()
-        out: QueueStats = {}
-        for queue_name, pending, delayed, reserved in conn.execute(self.sql.stats, (at,) * 5):
-            out[queue_name] = {
-                "pending": pending or 0,
-                "delayed": delayed or 0,
-                "reserved": reserved or 0,
-                "failed": 0,
-            }
-        for queue_name, count in conn.execute(self.sql.failed_stats):
-            out.setdefault(queue_name, empty_counts())["failed"] = count
-        return out
-
-    async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
-        if queue is None:
-            rows = await self._call(READ, fetch_all, self.sql.failed_list, (limit,))
-        else:
-            rows = await self._call(READ, fetch_all, self.sql.failed_list_queue, (queue, limit))
-        return decode_failed(rows, self.options.failed_table)
-
-    async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
-        moved = await self._call(WRITE, self._retry_rows, ids)
-        if moved:
-            self._changed.notify()
-        return moved
-
-    def _retry_rows(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> int:
-        moved = 0
-        at = now()
-        for seq in self._failed_seqs(conn, ids):
-            try:
-                conn.execute("SAVEPOINT queuekit_retry")
-                conn.execute(self.sql.retry, (at, seq))
-            except sqlite3.IntegrityError as e:
-                # Its unique key (or id) is pending again: it stays failed, visibly.
-                conn.execute("ROLLBACK TO queuekit_retry")
-                conn.execute("RELEASE queuekit_retry")
-                log.warning(
-                    "queuekit: %s was not retried: %s",
-                    row_source(self.options.failed_table, seq),
-                    e,
-                )
-                continue
-            conn.execute("RELEASE queuekit_retry")
-            conn.execute(self.sql.forget_seq, (seq,))
-            moved += 1
-        return moved
-
-    def _failed_seqs(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> list[int]:
-        if ids is None:
-            return [row[0] for row in conn.execute(self.sql.failed_seqs)]
-        return [row[0] for i in ids for row in conn.execute(self.sql.failed_seqs_of, (i,))]
-
-    async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
-        return await self._call(WRITE, self._forget_rows, ids)
-
-    def _forget_rows(self, conn: sqlite3.Connection, ids: Sequence[str] | None) -> int:
-        if ids is None:
-            return conn.execute(self.sql.forget_all).rowcount
-        return sum(conn.execute(self.sql.forget_id, (i,)).rowcount for i in ids)
-
-    async def purge(self, queue: str) -> int:
-        return await self._call(STATEMENT, changed_rows, self.sql.purge, (queue,))
 
 
 def _in_order(rows: list[Any]) -> list[Any]:

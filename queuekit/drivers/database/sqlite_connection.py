@@ -1,4 +1,4 @@
-"""The SQLite connection of ``SQLiteDriver``: URL parsing, opening, and the caller's connection.
+"""The SQLite connection of ``SQLiteDriver``: URL parsing, opening, schema, caller's connection.
 
 Everything here runs on the thread that owns the connection (the driver's connection thread, or
 the caller's thread for a write inside the caller's own transaction).
@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ...clock import now
 from ...errors import ConfigError, DriverError
+from .schema import SCHEMA_VERSION
+from .sqlite_statements import SQLiteStatements
 
 __all__ = [
     "SYNCHRONOUS",
@@ -20,6 +23,7 @@ __all__ = [
     "changed_rows",
     "check_same_file",
     "close_connection",
+    "create_schema",
     "fetch_all",
     "open_connection",
     "parse_url",
@@ -76,6 +80,29 @@ def open_connection(path: str, synchronous: str, timeout: float) -> sqlite3.Conn
         conn.close()
         raise
     return conn
+
+
+def create_schema(
+    conn: sqlite3.Connection, sql: SQLiteStatements, tables: Sequence[str], path: str
+) -> None:
+    """Create the tables and indexes if missing; record (or check) each table's version."""
+    # IMMEDIATE: processes starting together create the tables one after the other.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in sql.create:
+            conn.execute(statement)
+        for table in tables:
+            row = conn.execute(sql.schema_version, (table,)).fetchone()
+            if row is not None and row[0] > SCHEMA_VERSION:
+                raise DriverError(
+                    f"SQLite queue {path!r}: table {table!r} has schema version {row[0]}, newer "
+                    f"than this release reads ({SCHEMA_VERSION}); upgrade queuekit"
+                )
+            conn.execute(sql.record_version, (table, SCHEMA_VERSION, now()))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def check_same_file(conn: sqlite3.Connection, path: str, real_path: str | None) -> None:
