@@ -6,11 +6,13 @@ for each other. Install with ``pip install 'queuekit[mysql]'``.
 
 URL: ``mysql://user:password@host:3306/database`` (``mariadb://`` is the same). The tables are
 created in that database.
+
+Its parts live beside it: the statements in ``mysql_statements``, the pool and transactions in
+``mysql_connection``, stats and failed-job management (and ``drop_tables``) in ``mysql_admin``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -18,17 +20,17 @@ from typing import Any
 import aiomysql
 
 from ...clock import now
-from ...errors import CorruptStoreError, DriverError, DuplicateJobError
+from ...errors import DriverError, DuplicateJobError
 from ...record import JobRecord
-from ..base import Capability, QueueDriver, QueueStats
+from ..base import QueueDriver
 from .common import (
+    SQL_CAPABILITIES,
     ChangeSignal,
-    decode_failed,
-    empty_counts,
+    decode_leased,
     fence_of,
     lease_or_wait,
-    select_stats,
 )
+from .mysql_admin import MySQLAdmin, drop_tables
 from .mysql_connection import (
     DUPLICATE_KEY,
     Cursor,
@@ -36,17 +38,16 @@ from .mysql_connection import (
     TransactionCursor,
     connect_kwargs,
     error_code,
+    queue_label,
 )
 from .mysql_statements import MySQLStatements
 from .options import DatabaseOptions
-from .schema import SCHEMA_VERSION, record_from_row, record_to_row
+from .schema import SCHEMA_VERSION, record_to_row
 
 __all__ = ["MySQLDriver", "drop_tables"]
 
-log = logging.getLogger("queuekit.drivers.mysql")
 
-
-class MySQLDriver(QueueDriver):
+class MySQLDriver(MySQLAdmin, QueueDriver):
     """The ``database`` driver for ``mysql://`` and ``mariadb://`` URLs.
 
     Example::
@@ -59,14 +60,7 @@ class MySQLDriver(QueueDriver):
     """
 
     name = "database"
-    capabilities = (
-        Capability.PRIORITY
-        | Capability.DELAY
-        | Capability.ATOMIC_BATCH
-        | Capability.PERSISTENT
-        | Capability.TRANSACTIONAL
-        | Capability.UNIQUE
-    )
+    capabilities = SQL_CAPABILITIES
 
     def __init__(self, options: dict[str, Any] | DatabaseOptions) -> None:
         self.options = DatabaseOptions.parse(options)
@@ -74,10 +68,7 @@ class MySQLDriver(QueueDriver):
         self.database: str = self._connect_kwargs["db"]
         self.default_lease = self.options.retry_after
         self.sql = MySQLStatements(self.database, self.options.table, self.options.failed_table)
-        self._where = (
-            f"MySQL queue `{self.database}`.`{self.options.table}` at "
-            f"{self._connect_kwargs['host']}:{self._connect_kwargs['port']}"
-        )
+        self._where = queue_label(self._connect_kwargs, self.options.table)
         self._db = MySQLPool(self._connect_kwargs, self._where)
         self._changed = ChangeSignal()
 
@@ -241,13 +232,7 @@ class MySQLDriver(QueueDriver):
                     break
         if not rows:
             return [], []
-        records: list[JobRecord] = []
-        corrupt: list[tuple[int, CorruptStoreError]] = []
-        for row in rows:
-            try:
-                records.append(record_from_row(row[1:], self.options.table))
-            except CorruptStoreError as e:
-                corrupt.append((row[0], e))
+        records, corrupt = decode_leased(rows, self.options.table)
         if corrupt and not quarantine:
             return [], [str(e) for _, e in corrupt]
         if corrupt:
@@ -395,107 +380,6 @@ class MySQLDriver(QueueDriver):
         except _SomeLeasesLost:
             return False
 
-    # -- inspecting and managing -----------------------------------------------------------
-
-    async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
-        async def body(cur: aiomysql.Cursor) -> QueueStats:
-            at = now()
-            out: QueueStats = {}
-            await cur.execute(self.sql.stats, (at,) * 5)
-            for queue, pending, delayed, reserved in await cur.fetchall():
-                out[queue] = {
-                    "pending": int(pending),
-                    "delayed": int(delayed),
-                    "reserved": int(reserved),
-                    "failed": 0,
-                }
-            await cur.execute(self.sql.failed_stats)
-            for queue, count in await cur.fetchall():
-                out.setdefault(queue, empty_counts())["failed"] = int(count)
-            return out
-
-        return select_stats(await self._db.autocommit(body), queues)
-
-    async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
-        async def body(cur: aiomysql.Cursor) -> list[Any]:
-            if queue is None:
-                await cur.execute(self.sql.failed_list, (limit,))
-            else:
-                await cur.execute(self.sql.failed_list_queue, (queue, limit))
-            return list(await cur.fetchall())
-
-        return decode_failed(await self._db.autocommit(body), self.options.failed_table)
-
-    async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
-        if ids is not None and not ids:
-            return 0
-
-        async def body(cur: TransactionCursor) -> int:
-            if ids is None:
-                await cur.execute(self.sql.lock_failed_all)
-            else:
-                await cur.execute(self.sql.lock_failed(len(ids)), list(ids))
-            moved = 0
-            at = now()
-            for (seq,) in await cur.fetchall():
-                try:
-                    await cur.execute(self.sql.retry, (at, seq))
-                except aiomysql.IntegrityError as e:
-                    # Its unique key is pending again: it stays failed, visibly. (InnoDB undid
-                    # only the failed statement, the transaction goes on.)
-                    log.warning("queuekit: failed job row %s was not retried: %s", seq, e)
-                    continue
-                await cur.execute(self.sql.forget_seq, (seq,))
-                moved += 1
-            return moved
-
-        moved = await self._db.transaction(body)
-        if moved:
-            self._changed.notify()
-        return moved
-
-    async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
-        if ids is not None and not ids:
-            return 0
-
-        async def body(cur: aiomysql.Cursor) -> int:
-            if ids is None:
-                await cur.execute(self.sql.forget_all)
-            else:
-                await cur.execute(self.sql.forget(len(ids)), list(ids))
-            return int(cur.rowcount)
-
-        return await self._db.autocommit(body)
-
-    async def purge(self, queue: str) -> int:
-        return await self._fenced(self.sql.purge, (queue,))
-
 
 class _SomeLeasesLost(Exception):
     """Rolls a settling transaction back when a lease turned out to be lost."""
-
-
-async def drop_tables(options: dict[str, Any] | DatabaseOptions) -> None:
-    """Drop the two tables of ``options`` and their schema rows (tests and benchmarks use it)."""
-    driver = MySQLDriver(options)
-    try:
-        pool = await aiomysql.create_pool(minsize=1, maxsize=1, **driver._connect_kwargs)
-    except (aiomysql.Error, OSError) as e:
-        raise DriverError(f"{driver._where}: cannot connect: {e}") from e
-    try:
-        async with pool.acquire() as conn, conn.cursor() as cur:
-            for statement in driver.sql.drop:
-                await cur.execute(statement)
-            await cur.execute(
-                "SELECT COUNT(*) FROM information_schema.tables "
-                "WHERE table_schema = %s AND table_name = %s",
-                (driver.database, "queuekit_schema"),
-            )
-            row = await cur.fetchone()
-            if row and row[0]:
-                await cur.execute(
-                    driver.sql.forget_version, (driver.options.table, driver.options.failed_table)
-                )
-    finally:
-        pool.close()
-        await pool.wait_closed()

@@ -26,6 +26,7 @@ __all__ = [
     "TransactionCursor",
     "connect_kwargs",
     "error_code",
+    "queue_label",
 ]
 
 log = logging.getLogger("queuekit.drivers.mysql")
@@ -77,6 +78,11 @@ def connect_kwargs(options: DatabaseOptions) -> dict[str, Any]:
     if "unix_socket" in query:
         kwargs["unix_socket"] = query["unix_socket"][-1]
     return kwargs
+
+
+def queue_label(kwargs: dict[str, Any], table: str) -> str:
+    """How errors name a queue: ``MySQL queue `db`.`table` at host:port``."""
+    return f"MySQL queue `{kwargs['db']}`.`{table}` at {kwargs['host']}:{kwargs['port']}"
 
 
 class MySQLPool:
