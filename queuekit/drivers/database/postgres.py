@@ -19,10 +19,11 @@ concurrent statements share round trips; the rest use a connection pool.
 - ``push(record, connection=conn)`` writes with the caller's own psycopg connection, inside its open
   transaction: the job (and its NOTIFY) exists if and only if that transaction commits.
 
-Its parts live beside it: every statement in ``postgres_sql``; the pool and the pipelined
+Its parts live beside it: every statement in ``postgres_sql`` (the tables and indexes in
+``postgres_schema``); the pool and the pipelined
 session in ``postgres_connections`` (and ``postgres_pipeline``); COPY and row encoding in
 ``postgres_copy``; writes on the caller's connection in ``postgres_caller``; LISTEN and wake-ups
-in ``postgres_listen``.
+in ``postgres_listen``; stats and failed-job management in ``postgres_admin``.
 
 Config (``queue.database``)::
 
@@ -42,14 +43,17 @@ import psycopg
 from ...clock import new_token, now
 from ...errors import CorruptStoreError, DriverError, DuplicateJobError
 from ...record import JobRecord
-from ..base import Capability, QueueDriver, QueueStats
+from ..base import Capability, QueueDriver
+from .common import SQL_CAPABILITIES
 from .options import DatabaseOptions
+from .postgres_admin import PostgresAdmin
 from .postgres_caller import CallerWrites
 from .postgres_connections import PostgresConnections, redact
 from .postgres_copy import copy_rows, due_queues
 from .postgres_listen import CommitNotices, Listener, Wakeups
+from .postgres_schema import create_schema
 from .postgres_sql import PostgresStatements, channel_name
-from .schema import JOB_COLUMNS, SCHEMA_VERSION, record_from_row, record_to_row
+from .schema import JOB_COLUMNS, record_from_row, record_to_row
 
 __all__ = ["PostgresDriver"]
 
@@ -60,7 +64,7 @@ log = logging.getLogger("queuekit.database.postgres")
 _INSERT_ROWS = 16
 
 
-class PostgresDriver(QueueDriver):
+class PostgresDriver(PostgresAdmin, QueueDriver):
     """The ``database`` driver on PostgreSQL: durable, shared by many workers on many machines.
 
     Options are ``DatabaseOptions`` (``url``, ``table``, ``failed_table``, ``retry_after``,
@@ -73,15 +77,7 @@ class PostgresDriver(QueueDriver):
     """
 
     name = "database"
-    capabilities = (
-        Capability.PRIORITY
-        | Capability.DELAY
-        | Capability.ATOMIC_BATCH
-        | Capability.BLOCKING_WAIT
-        | Capability.PERSISTENT
-        | Capability.TRANSACTIONAL
-        | Capability.UNIQUE
-    )
+    capabilities = SQL_CAPABILITIES | Capability.BLOCKING_WAIT
 
     def __init__(self, options: Mapping[str, Any] | DatabaseOptions) -> None:
         self.options = DatabaseOptions.parse(
@@ -124,26 +120,11 @@ class PostgresDriver(QueueDriver):
             return
         await self._db.open(name=f"queuekit-{self.table}")
         try:
-            await self._create_schema()
+            async with self._db.connection("create the schema") as conn:
+                await create_schema(conn, self.sql, (self.table, self.failed_table), self._where)
         except BaseException:
             await self.close()
             raise
-
-    async def _create_schema(self) -> None:
-        async with self._db.connection("create the schema") as conn, conn.transaction():
-            await conn.execute(self.sql.schema_lock)
-            for statement in self.sql.create:
-                await conn.execute(statement)
-            for table in (self.table, self.failed_table):
-                params = {"table": table, "version": SCHEMA_VERSION}
-                await conn.execute(self.sql.record_version, params)
-                row = await (await conn.execute(self.sql.read_version, params)).fetchone()
-                found = row[0] if row else None
-                if found != SCHEMA_VERSION:
-                    raise DriverError(
-                        f"{self._where}: table {table!r} has schema version {found!r}; this "
-                        f"release reads version {SCHEMA_VERSION} (upgrade queuekit to use it)"
-                    )
 
     async def close(self) -> None:
         """Stop listening and close every connection; idempotent."""
@@ -410,68 +391,3 @@ class PostgresDriver(QueueDriver):
         fail = self.sql.hot.fail
         params = {"id": record.id, "token": record.lease_token, "error": error, "now": now()}
         return await self._db.run("fail", fail, fail.args(params)) == 1
-
-    # -- inspecting and managing -----------------------------------------------------------
-
-    async def stats(self, queues: Sequence[str] | None = None) -> QueueStats:
-        """Counts per queue: ``pending`` (due now), ``delayed``, ``reserved``, ``failed``."""
-        params: dict[str, Any] = {"now": now()}
-        if queues is None:
-            rows = await self._db.fetch("count jobs", self.sql.stats_all, params)
-            out: QueueStats = {}
-        else:
-            params["queues"] = list(queues)
-            rows = await self._db.fetch("count jobs", self.sql.stats_queues, params)
-            out = {q: {"pending": 0, "delayed": 0, "reserved": 0, "failed": 0} for q in queues}
-        for queue, pending, delayed, reserved, failed in rows:
-            counts = out.setdefault(queue, {"pending": 0, "delayed": 0, "reserved": 0, "failed": 0})
-            counts["pending"] += pending
-            counts["delayed"] += delayed
-            counts["reserved"] += reserved
-            counts["failed"] += failed
-        return out
-
-    async def failed(self, *, queue: str | None = None, limit: int = 100) -> list[JobRecord]:
-        """Failed jobs, oldest failure first, at most ``limit``; unreadable rows are logged."""
-        if queue is None:
-            query, params = self.sql.failed_all, {"limit": limit}
-        else:
-            query, params = self.sql.failed_queue, {"limit": limit, "queue": queue}
-        rows = await self._db.fetch("list failed jobs", query, params)
-        records = []
-        for row in rows:
-            try:
-                records.append(record_from_row(row, self.failed_table, failed=True))
-            except CorruptStoreError as e:
-                # One unreadable row must not hide every other failed job.
-                log.error(
-                    "queuekit: %s (skipped; inspect it with SQL, forget_failed removes it)", e
-                )
-        return records
-
-    async def retry_failed(self, ids: Sequence[str] | None = None) -> int:
-        """Move failed jobs (all when ``ids`` is None) back as new; returns how many moved.
-
-        A job whose ``unique_key`` is held by a pending job stays in the failed table.
-        """
-        params: dict[str, Any] = {"now": now(), "channel": self._channel}
-        if ids is None:
-            query = self.sql.retry_all
-        else:
-            if not ids:
-                return 0
-            query, params["ids"] = self.sql.retry_ids, list(ids)
-        rows = await self._db.fetch("retry failed jobs", query, params)
-        return int(rows[0][0])
-
-    async def forget_failed(self, ids: Sequence[str] | None = None) -> int:
-        """Delete failed jobs (all when ``ids`` is None); returns how many were deleted."""
-        if ids is None:
-            return await self._db.execute("forget failed jobs", self.sql.forget_all, {})
-        if not ids:
-            return 0
-        return await self._db.execute("forget failed jobs", self.sql.forget_ids, {"ids": list(ids)})
-
-    async def purge(self, queue: str) -> int:
-        """Delete every pending and delayed job of ``queue``; running jobs are left alone."""
-        return await self._db.execute("purge", self.sql.purge, {"queue": queue, "now": now()})

@@ -1,15 +1,24 @@
-"""The tables, indexes and schema record of the PostgreSQL dialect, as statement templates.
+"""The tables, indexes and schema record of the PostgreSQL dialect, and ``create_schema``.
 
-``PostgresStatements.render`` (in ``postgres_sql``) fills ``{jobs}``, ``{failed}`` and the index
-names with quoted identifiers; ``PostgresDriver`` runs ``SCHEMA_LOCK``, then ``CREATE``, then
-records the layout version, all in one transaction.
+The statements are templates: ``PostgresStatements.render`` (in ``postgres_sql``) fills
+``{jobs}``, ``{failed}`` and the index names with quoted identifiers. ``create_schema`` runs
+``SCHEMA_LOCK``, then ``CREATE``, then records the layout version, all in one transaction.
 """
 
 from __future__ import annotations
 
-from .schema import SCHEMA_TABLE
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CREATE", "READ_VERSION", "RECORD_VERSION", "SCHEMA_LOCK"]
+from ...errors import DriverError
+from .schema import SCHEMA_TABLE, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .postgres_sql import PostgresStatements
+
+__all__ = ["CREATE", "READ_VERSION", "RECORD_VERSION", "SCHEMA_LOCK", "create_schema"]
 
 # Concurrent ``CREATE TABLE IF NOT EXISTS`` from several workers starting at once can still fail
 # with a duplicate pg_type row; one advisory lock per database serializes schema creation.
@@ -86,3 +95,26 @@ ON CONFLICT (table_name) DO NOTHING
 RETURNING version"""
 
 READ_VERSION = f"SELECT version FROM {SCHEMA_TABLE} WHERE table_name = %(table)s"
+
+
+async def create_schema(
+    conn: psycopg.AsyncConnection[Any],
+    sql: PostgresStatements,
+    tables: Sequence[str],
+    where: str,
+) -> None:
+    """Create the tables and indexes if missing; record (or check) each table's version."""
+    async with conn.transaction():
+        await conn.execute(sql.schema_lock)
+        for statement in sql.create:
+            await conn.execute(statement)
+        for table in tables:
+            params = {"table": table, "version": SCHEMA_VERSION}
+            await conn.execute(sql.record_version, params)
+            row = await (await conn.execute(sql.read_version, params)).fetchone()
+            found = row[0] if row else None
+            if found != SCHEMA_VERSION:
+                raise DriverError(
+                    f"{where}: table {table!r} has schema version {found!r}; this release "
+                    f"reads version {SCHEMA_VERSION} (upgrade queuekit to use it)"
+                )
