@@ -9,10 +9,11 @@ that this script starts on a free loopback port and stops at the end, with no-op
   the steady cost of dispatching, the same way for every library;
 - drain N queued jobs with one worker process, timed from spawning it (start-up included) until
   a sentinel job dispatched last has run;
-- redis-py's blocking client awaiting one LPUSH per job and its asyncio client awaiting one
-  EVALSHA per job, timed the same way: not job queues, but the floors of one-by-one dispatch for
-  a synchronous library (Huey's enqueue is one LPUSH) and for an asyncio one (queuekit's is one
-  script run);
+- redis-py's blocking client awaiting one LPUSH per job, its asyncio client awaiting one
+  EVALSHA per job, and a bare ``asyncio.Protocol`` with hiredis doing the same, timed the same
+  way: not job queues, but the floors of one-by-one dispatch for a synchronous library (Huey's
+  enqueue is one LPUSH), for an asyncio one on redis-py, and for any asyncio client (queuekit's
+  dispatch is one script run on connections of its own);
 - enqueue-to-start latency (p50/p99) over ``--latency-jobs`` jobs sent one at a time to an idle
   worker (each job reports ``time.time() - t0`` through Redis).
 
@@ -604,6 +605,68 @@ class BareAsyncUvloop(BareAsync):
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+class BareResp(System):
+    """Not a job queue: one EVALSHA per job over a bare ``asyncio.Protocol``, hiredis parsing.
+
+    The floor of one-by-one dispatch for any asyncio client: no pool, no timeouts, nothing but
+    the event loop's round trip (queuekit's own connections add their bookkeeping to this).
+    """
+
+    name, module = "asyncio-hiredis", "hiredis"
+    metrics = ("dispatch",)
+
+    def dispatch(self, n: int, watch: Stopwatch) -> None:
+        import collections
+
+        import hiredis
+
+        class Resp(asyncio.Protocol):
+            def __init__(self) -> None:
+                self.reader = hiredis.Reader()
+                self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+
+            def data_received(self, data: bytes) -> None:
+                self.reader.feed(data)
+                while (reply := self.reader.gets()) is not False:
+                    self.waiting.popleft().set_result(reply)
+
+            def call(self, *args: Any) -> asyncio.Future[Any]:
+                future = asyncio.get_running_loop().create_future()
+                self.waiting.append(future)
+                self.transport.write(hiredis.pack_command(args))
+                return future
+
+        async def main() -> None:
+            address = _url().split("//", 1)[1].split("/", 1)[0]
+            host, _, port = address.rpartition(":")
+            loop = asyncio.get_running_loop()
+            transport, conn = await loop.create_connection(Resp, host, int(port))
+            key = f"bare:{QUEUE}"
+            sha = await conn.call("SCRIPT", "LOAD", "return redis.call('LPUSH', KEYS[1], ARGV[1])")
+            await conn.call("EVALSHA", sha, 1, key, -1)
+            watch.start()
+            for i in range(n):
+                await conn.call("EVALSHA", sha, 1, key, i)
+            watch.stop()
+            transport.close()
+
+        asyncio.run(main())
+
+
+class BareRespUvloop(BareResp):
+    """``BareResp`` on uvloop's event loop (``--uvloop``)."""
+
+    name, module = "asyncio-hiredis+uvloop", "uvloop"
+
+    def __init__(self) -> None:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 SYSTEMS: dict[str, type[System]] = {
     s.name: s
     for s in (
@@ -612,6 +675,8 @@ SYSTEMS: dict[str, type[System]] = {
         BareSync,
         BareAsync,
         BareAsyncUvloop,
+        BareResp,
+        BareRespUvloop,
         Huey,
         RQ,
         Arq,
@@ -622,7 +687,13 @@ SYSTEMS: dict[str, type[System]] = {
 }
 OURS = ("queuekit", "queuekit+uvloop")
 #: Rows that are not job queues: the client floors one-by-one dispatch is compared with.
-BARE = ("redis-py-sync", "redis-py-async", "redis-py-async+uvloop")
+BARE = (
+    "redis-py-sync",
+    "redis-py-async",
+    "redis-py-async+uvloop",
+    "asyncio-hiredis",
+    "asyncio-hiredis+uvloop",
+)
 PEERS = [name for name in SYSTEMS if name not in OURS and name not in BARE]
 
 
@@ -1002,10 +1073,11 @@ def _report(
     for name in OURS:
         if name in rows and peers:
             _ratios(name, rows[name], peers, latency_jobs)
-        floor = "redis-py-async+uvloop" if "uvloop" in name else "redis-py-async"
-        ours, bare = rows.get(name, {}).get("dispatch"), rows.get(floor, {}).get("dispatch")
-        if isinstance(ours, float) and isinstance(bare, float):
-            print(f"  dispatch  {ours / bare:5.2f}x {floor} (one EVALSHA awaited per job)")
+        suffix = "+uvloop" if "uvloop" in name else ""
+        for floor in (f"redis-py-async{suffix}", f"asyncio-hiredis{suffix}"):
+            ours, bare = rows.get(name, {}).get("dispatch"), rows.get(floor, {}).get("dispatch")
+            if isinstance(ours, float) and isinstance(bare, float):
+                print(f"  dispatch  {ours / bare:5.2f}x {floor} (one EVALSHA awaited per job)")
 
 
 def _ratios(

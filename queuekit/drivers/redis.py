@@ -87,19 +87,31 @@ class RedisDriver(QueueDriver):
             if self._client is not None:
                 self._transport = ClientTransport(self._client)
             else:
-                self._transport = ClientTransport(
-                    self._make_client(), owned=True, description=self._address.description
-                )
+                self._transport = self._own_transport()
         return self._transport
 
-    def _make_client(self) -> Any:
-        """A redis-py asyncio client for the configured URL (TLS, password and db from it)."""
-        return make_client(
-            self.options.resolved_url(),
-            cluster=self.options.cluster,
-            connect_timeout=self.options.connect_timeout,
-            socket_timeout=self.options.socket_timeout,
+    def _own_transport(self) -> RedisTransport:
+        """The driver's own connections: ``NativeTransport`` (hiredis) for one server, redis-py
+        for a cluster or where hiredis is not installed."""
+        options = self.options
+        if not options.cluster:
+            try:
+                from .redis_native import NativeTransport
+            except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+                pass
+            else:
+                return NativeTransport(
+                    self._address,
+                    connect_timeout=options.connect_timeout,
+                    socket_timeout=options.socket_timeout,
+                )
+        client = make_client(
+            options.resolved_url(),
+            cluster=options.cluster,
+            connect_timeout=options.connect_timeout,
+            socket_timeout=options.socket_timeout,
         )
+        return ClientTransport(client, owned=True, description=self._address.description)
 
     async def connect(self) -> None:
         """Connect and load the scripts; ``DriverError`` names the server if it is unreachable."""

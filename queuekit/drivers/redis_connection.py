@@ -1,7 +1,9 @@
-"""How the Redis driver talks to Redis: ``ClientTransport`` over a redis-py asyncio client.
+"""What the Redis driver needs from a connection (``RedisTransport``), and ``ClientTransport``,
+that over a redis-py asyncio client.
 
-The driver builds a ``redis.asyncio.Redis`` (or ``RedisCluster``) from its URL, or takes any
-redis-py compatible client it is given (``fakeredis.FakeAsyncRedis`` in fast tests). Errors come
+For a single server the driver talks through its own connections (``redis_native``). For a
+Redis Cluster it builds a ``redis.asyncio.RedisCluster`` from its URL, and it takes any redis-py
+compatible client it is given (``fakeredis.FakeAsyncRedis`` in fast tests). Errors come
 out as ``DriverError`` naming the server (never its password); redis-py reconnects on the next
 call after a lost connection.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -134,11 +135,7 @@ def _reason(error: BaseException) -> str:
 
 
 def make_client(url: str, *, cluster: bool, connect_timeout: float, socket_timeout: float) -> Any:
-    """A redis-py asyncio client for ``url`` (TLS, password and database come from it).
-
-    Outside a cluster its connections pack commands with hiredis when it is installed (see
-    ``_hiredis_packing``).
-    """
+    """A redis-py asyncio client for ``url`` (TLS, password and database come from it)."""
     timeouts = {
         "socket_connect_timeout": connect_timeout,
         # Blocking waits are cut to fit inside this (see ClientTransport.block).
@@ -150,50 +147,7 @@ def make_client(url: str, *, cluster: bool, connect_timeout: float, socket_timeo
         return RedisCluster.from_url(url, **timeouts)
     from redis.asyncio import Redis
 
-    client = Redis.from_url(url, **timeouts)
-    pool = client.connection_pool
-    # The URL picked the class (TCP, TLS or Unix socket); packing is layered over that choice.
-    pool.connection_class = _hiredis_packing(pool.connection_class)
-    return client
-
-
-@functools.cache
-def _hiredis_packing(connection_class: type) -> type:
-    """``connection_class`` packing commands through redis-py's hiredis serializer.
-
-    redis-py's synchronous connections pack with hiredis (C) when it is installed; its asyncio
-    connections always pack in Python, which costs about 1 µs per argument: a batch of 10,000
-    jobs (40,000 arguments) spends more time there than Redis spends storing it. Without
-    hiredis (or with a redis-py that lacks the serializer) the class is returned unchanged.
-    """
-    try:
-        import hiredis
-        from redis.connection import HiredisRespSerializer
-        from redis.utils import HIREDIS_AVAILABLE
-    except ImportError:  # pragma: no cover - without hiredis, or redis-py before 5.0.1
-        return connection_class
-    if not HIREDIS_AVAILABLE:  # pragma: no cover - depends on the environment
-        return connection_class
-    serializer = HiredisRespSerializer()
-    pack = hiredis.pack_command
-
-    def pack_command(self: Any, *args: Any) -> list[bytes]:
-        # The serializer first splits a command name like "CONFIG GET" and copies bytearrays
-        # and memoryviews, a pass over every argument; commands without either (every one the
-        # driver sends) skip it, which is a third of the packing time of a batch.
-        first = args[0]
-        if (b" " if isinstance(first, bytes) else " ") not in first:
-            try:
-                return [pack(args)]
-            except TypeError:
-                pass
-        return serializer.pack(*args)
-
-    return type(
-        f"HiredisPacking{connection_class.__name__}",
-        (connection_class,),
-        {"pack_command": pack_command, "__module__": __name__},
-    )
+    return Redis.from_url(url, **timeouts)
 
 
 class ClientTransport:

@@ -413,33 +413,6 @@ async def test_non_string_keys_are_stored_as_record_dumps_writes_them(prefix: st
         await driver.close()
 
 
-def test_the_drivers_connections_pack_commands_as_redis_py_does() -> None:
-    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
-    from redis.utils import HIREDIS_AVAILABLE
-
-    from queuekit.drivers.redis_connection import make_client
-
-    commands = [
-        ("EVALSHA", "a" * 40, 2, "{q}:jobs", "{q}:ready", b"\x00\xffbytes", "caf\u00e9", -3, 2.5),
-        ("CONFIG GET", "maxmemory"),
-        ("RPUSH", "list", bytearray(b"array"), memoryview(b"view"), 0.1, 10**20),
-        (b"SET", "k", "v" * 70_000),
-    ]
-    for url, base in (
-        ("redis://127.0.0.1:6379/0", Connection),
-        ("rediss://127.0.0.1:6379/0", SSLConnection),
-        ("unix:///tmp/redis.sock?db=0", UnixDomainSocketConnection),
-    ):
-        client = make_client(url, cluster=False, connect_timeout=1, socket_timeout=1)
-        connection = client.connection_pool.make_connection()
-        assert isinstance(connection, base)
-        assert (type(connection) is not base) == HIREDIS_AVAILABLE, "hiredis packs when installed"
-        plain = base(**client.connection_pool.connection_kwargs)
-        for command in commands:
-            packed = b"".join(connection.pack_command(*command))
-            assert packed == b"".join(plain.pack_command(*command)), (url, command[0])
-
-
 async def test_complete_and_reserve_is_one_round_trip(prefix: str) -> None:
     driver = await open_redis(prefix)
     try:
