@@ -5,6 +5,9 @@ client that dies between two commands can never lose or duplicate a job. Keys of
 a hash tag, so the driver runs on Redis Cluster. Idle workers block on a per-queue wake-up list
 and start a dispatched job within milliseconds; delayed jobs and expired leases are moved by
 whichever worker reserves next (no janitor process). See ``docs/drivers/redis.md``.
+
+The driver's connections are in ``redis_native`` (redis-py's client, for a cluster or a client
+passed in, in ``redis_connection``); stats and failed-job management in ``redis_admin``.
 """
 
 from __future__ import annotations
