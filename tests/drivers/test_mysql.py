@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,9 @@ def _server_reachable() -> None:
         require_service("MariaDB/MySQL", e)
 
 
-@pytest.fixture
-def tables() -> Iterator[dict[str, str]]:
-    """Fresh table names for one test; the tables and their schema rows are dropped after it."""
+@contextmanager
+def mysql_tables() -> Iterator[dict[str, str]]:
+    """Fresh table names; the tables and their schema rows are dropped on leaving."""
     _server_reachable()
     name = f"qk_{uuid.uuid4().hex[:12]}"
     names = {"table": name, "failed_table": f"{name}_failed"}
@@ -56,6 +57,13 @@ def tables() -> Iterator[dict[str, str]]:
         yield names
     finally:
         asyncio.run(drop_tables({"url": MYSQL_URL, **names}))
+
+
+@pytest.fixture
+def tables() -> Iterator[dict[str, str]]:
+    """Fresh table names for one test, dropped after it."""
+    with mysql_tables() as names:
+        yield names
 
 
 def mysql_options(tables: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -153,39 +161,7 @@ async def test_an_unreachable_server_is_a_driver_error() -> None:
 
 # -- bad input ---------------------------------------------------------------------------------
 
-
-async def test_a_row_with_a_non_json_payload_is_reported_and_kept(
-    tables: dict[str, str],
-) -> None:
-    driver = await open_mysql(tables)
-    try:
-        before, after = make_record(1), make_record(2)
-        await driver.push(before)
-        row = list(record_to_row(make_record(0, id="bad-row-id")))
-        row[JOB_COLUMNS.index("payload")] = "{not json"
-        marks = ", ".join("%s" for _ in JOB_COLUMNS)
-        await sql(f"INSERT INTO {tables['table']} ({', '.join(JOB_COLUMNS)}) VALUES ({marks})", row)
-        await driver.push(after)
-
-        first = await driver.reserve(None, lease=LEASE)
-        assert first is not None and first.id == before.id
-        with pytest.raises(CorruptStoreError) as caught:
-            await driver.reserve_many(None, lease=LEASE, limit=5)
-        message = str(caught.value)
-        assert f"table '{tables['table']}' row 'bad-row-id'" in message
-        assert "'payload' is not valid JSON" in message
-        assert tables["failed_table"] in message
-
-        got = await driver.reserve(None, lease=LEASE)
-        assert got is not None and got.id == after.id and got.attempts == 1
-        kept = await sql(
-            f"SELECT payload, last_error FROM {tables['failed_table']} WHERE id = 'bad-row-id'"
-        )
-        assert kept[0][0] == "{not json" and "is not valid JSON" in kept[0][1]
-        assert await driver.failed() == [], "the unreadable failed row is skipped, not deleted"
-        assert (await driver.stats(["default"]))["default"]["failed"] == 1
-    finally:
-        await driver.close()
+# A job row whose payload is not JSON: test_database.py, for every dialect.
 
 
 async def test_completing_beside_a_corrupt_row_completes_and_leaves_the_error_to_reserve(

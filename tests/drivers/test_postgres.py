@@ -11,13 +11,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from queuekit.clock import now
-from queuekit.errors import CorruptStoreError, DriverError, DuplicateJobError, PayloadError
+from queuekit.errors import DriverError, DuplicateJobError, PayloadError
 from queuekit.manager import QueueManager
 from queuekit.testing import ContractJob, DriverContract, make_record
 from tests.services import POSTGRES_URL, require_service
@@ -29,9 +30,9 @@ from queuekit.drivers.database.postgres import PostgresDriver  # noqa: E402
 LEASE = 30.0
 
 
-@pytest.fixture
-def tables() -> Iterator[dict[str, str]]:
-    """Fresh table names for one test; the tables and their schema rows are dropped after it."""
+@contextmanager
+def postgres_tables() -> Iterator[dict[str, str]]:
+    """Fresh table names; the tables and their schema rows are dropped on leaving."""
     try:
         admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as e:
@@ -48,6 +49,13 @@ def tables() -> Iterator[dict[str, str]]:
                 "DELETE FROM queuekit_schema WHERE table_name = ANY(%s)", [list(names.values())]
             )
         admin.close()
+
+
+@pytest.fixture
+def tables() -> Iterator[dict[str, str]]:
+    """Fresh table names for one test, dropped after it."""
+    with postgres_tables() as names:
+        yield names
 
 
 def pg_options(tables: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -138,53 +146,7 @@ async def test_jobs_and_failures_survive_a_restart(tables: dict[str, str]) -> No
 
 # -- bad input ---------------------------------------------------------------------------------
 
-
-async def _insert_raw(table: str, job_id: str, payload: str, priority: int = 0) -> None:
-    t = now()
-    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
-        await conn.execute(
-            f'INSERT INTO "{table}" (id, job_name, payload, queue, priority, attempts, '  # type: ignore[arg-type]
-            "max_retries, timeout, created_at, available_at, meta) "
-            "VALUES (%s, %s, %s, 'default', %s, 0, 3, NULL, %s, %s, '{}')",
-            [job_id, ContractJob.job_name, payload, priority, t, t],
-        )
-
-
-async def test_a_row_that_is_not_json_is_named_and_nothing_else_is_lost(
-    tables: dict[str, str],
-) -> None:
-    driver = await open_pg(tables)
-    try:
-        good = [make_record(i) for i in range(3)]
-        await driver.push_many(good)
-        await _insert_raw(tables["table"], "broken-1", "{not json", priority=5)
-
-        with pytest.raises(CorruptStoreError) as caught:
-            await driver.reserve_many(None, lease=LEASE, limit=10)
-        message = str(caught.value)
-        assert tables["table"] in message and "broken-1" in message and "payload" in message
-        assert tables["failed_table"] in message
-
-        # The healthy jobs reserved in the same batch were put back with the attempt uncounted.
-        got = await driver.reserve_many(None, lease=LEASE, limit=10)
-        assert [r.id for r in got] == [r.id for r in good]
-        assert [r.attempts for r in got] == [1, 1, 1]
-        assert await driver.complete_many(got) == [True] * 3
-
-        # The damaged row left the queue for the failed table, byte for byte, with the error.
-        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
-            cur = await conn.execute(
-                f'SELECT payload, last_error FROM "{tables["failed_table"]}" WHERE id = %s',  # type: ignore[arg-type]
-                ["broken-1"],
-            )
-            ((payload, last_error),) = await cur.fetchall()
-        assert payload == "{not json"
-        assert "broken-1" in last_error and "not valid JSON" in last_error
-        stats = (await driver.stats(["default"]))["default"]
-        assert stats == {"pending": 0, "delayed": 0, "reserved": 0, "failed": 1}
-        assert await driver.reserve(None, lease=LEASE) is None
-    finally:
-        await driver.close()
+# A job row whose payload is not JSON: test_database.py, for every dialect.
 
 
 async def test_an_unreadable_failed_row_is_logged_and_hides_nothing(

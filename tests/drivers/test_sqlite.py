@@ -4,7 +4,6 @@ and the group commit of its connection thread."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
@@ -113,6 +112,8 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 # -- bad input ---------------------------------------------------------------------------------
 
+# A job row whose payload is not JSON: test_database.py, for every dialect.
+
 
 def _insert_raw(path: Path, payload: str, job_id: str) -> None:
     """Write a job row behind the driver's back, as a buggy tool or a bad disk would."""
@@ -122,48 +123,6 @@ def _insert_raw(path: Path, payload: str, job_id: str) -> None:
     with closing(sqlite3.connect(path)) as conn, conn:
         marks = ", ".join("?" for _ in JOB_COLUMNS)
         conn.execute(f"INSERT INTO queue_jobs ({', '.join(JOB_COLUMNS)}) VALUES ({marks})", row)
-
-
-async def test_a_row_with_a_non_json_payload_is_reported_and_kept(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "jobs.db"
-    driver = await open_sqlite(path)
-    try:
-        before = make_record(1)
-        await driver.push(before)
-        _insert_raw(path, "{not json", "bad-row-id")
-        after = make_record(2)
-        await driver.push(after)
-
-        first = await driver.reserve_many(None, lease=LEASE, limit=1)
-        assert [r.id for r in first] == [before.id]
-        with pytest.raises(CorruptStoreError) as caught:
-            await driver.reserve(None, lease=LEASE)
-        message = str(caught.value)
-        assert "table 'queue_jobs' row 'bad-row-id'" in message
-        assert "'payload' is not valid JSON" in message
-        assert "queue_failed_jobs" in message
-
-        # The readable job is not lost, nor charged an attempt for the bad row's error.
-        got = await driver.reserve(None, lease=LEASE)
-        assert got is not None and got.id == after.id and got.attempts == 1
-        assert await driver.reserve(None, lease=LEASE) is None
-
-        # The bad row sits in the failed table byte for byte, with the error beside it.
-        with closing(sqlite3.connect(path)) as conn:
-            kept = conn.execute(
-                "SELECT payload, last_error FROM queue_failed_jobs WHERE id = 'bad-row-id'"
-            ).fetchone()
-        assert kept[0] == "{not json"
-        assert "is not valid JSON" in kept[1]
-        assert (await driver.stats(["default"]))["default"]["failed"] == 1
-        with caplog.at_level(logging.ERROR, logger="queuekit.drivers.database"):
-            assert await driver.failed() == []
-        assert "bad-row-id" in caplog.text, "an unreadable failed row is skipped loudly"
-        assert await driver.forget_failed(["bad-row-id"]) == 1
-    finally:
-        await driver.close()
 
 
 async def test_a_corrupt_row_in_a_batch_does_not_cost_the_others(tmp_path: Path) -> None:
