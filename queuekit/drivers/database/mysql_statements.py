@@ -1,14 +1,16 @@
-"""``MySQLStatements``: every SQL statement of the MySQL/MariaDB dialect, in one place.
+"""``MySQLStatements``: every SQL statement of the MySQL/MariaDB dialect, by name.
 
 The driver (``mysql.py``) decides when each runs and in which transaction; this module says what
-each statement does and what it guarantees. Sessions run at READ COMMITTED (set when a pooled
-connection opens): a reservation then locks only the rows it takes, never the gaps between
-them, so dispatching never waits for a worker.
+each statement does and what it guarantees. The statements MySQL writes exactly as SQLite does
+(settling a lease, failed jobs) are in ``seq_statements``; the rest are here. Sessions run at
+READ COMMITTED (set when a pooled connection opens): a reservation then locks only the rows it
+takes, never the gaps between them, so dispatching never waits for a worker.
 """
 
 from __future__ import annotations
 
-from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE, failed_select, retry_select
+from .schema import JOB_COLUMNS, SCHEMA_TABLE
+from .seq_statements import SeqStatements
 
 __all__ = ["MySQLStatements"]
 
@@ -33,15 +35,18 @@ _JOB_COLUMN_TYPES = (
 _TABLE_OPTIONS = "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
 
-class MySQLStatements:
-    """The statements for one pair of tables in database ``database``."""
+class MySQLStatements(SeqStatements):
+    """The statements for one pair of tables in database ``database``.
+
+    Those it writes as SQLite does (settling a lease, failed jobs) come from ``SeqStatements``.
+    """
 
     def __init__(self, database: str, table: str, failed_table: str) -> None:
         t = f"`{database}`.`{table}`"
         f = f"`{database}`.`{failed_table}`"
         schema = f"`{database}`.`{SCHEMA_TABLE}`"
+        super().__init__(t, f, schema, "%s")
         cols = ", ".join(JOB_COLUMNS)
-        marks = ", ".join("%s" for _ in JOB_COLUMNS)
         column_types = ", ".join(_JOB_COLUMN_TYPES)
         #: (table name, CREATE statement); only missing tables are created, so a restart
         #: does not draw an "already exists" note from the server.
@@ -72,7 +77,6 @@ class MySQLStatements:
                 f"KEY qk_failed_queue (queue)) {_TABLE_OPTIONS}",
             ),
         )
-        self.schema_version = f"SELECT version FROM {schema} WHERE table_name = %s"
         # Keeps the first install's row (INSERT IGNORE would do too, with a warning each time).
         self.record_version = (
             f"INSERT INTO {schema} (table_name, version, installed_at) VALUES (%s, %s, %s) "
@@ -84,7 +88,6 @@ class MySQLStatements:
         )
         self.forget_version = f"DELETE FROM {schema} WHERE table_name IN (%s, %s)"
         self.drop = (f"DROP TABLE IF EXISTS {t}", f"DROP TABLE IF EXISTS {f}")
-        self.insert = f"INSERT INTO {t} ({cols}) VALUES ({marks})"
 
         # Reservation, step 1: lock the first due rows in order that are free or whose lease ran
         # out (their holder died: taking them over is the reclaim). SKIP LOCKED passes over rows
@@ -100,23 +103,8 @@ class MySQLStatements:
         # with its own "seq.random" token (the seq lets settling find the row by primary key).
         self._lease_head = f"UPDATE {t} SET attempts = attempts + 1, reserved_until = %s, "
 
-        # Every fenced statement matches seq AND lease_token: a holder whose lease was taken
-        # over changes nothing.
-        fence = "WHERE seq = %s AND lease_token = %s"
-        self.extend = f"UPDATE {t} SET reserved_until = %s {fence}"
-        self.complete = f"DELETE FROM {t} {fence}"
-        self.release = (
-            f"UPDATE {t} SET attempts = %s, last_error = COALESCE(%s, last_error), "
-            f"available_at = %s, reserved_until = NULL, lease_token = NULL {fence}"
-        )
-        failed_cols = ", ".join(FAILED_COLUMNS)
-        # fail(): copy the held row to the failed table (parameters: error, failed_at, then the
-        # row), then delete it under the fence; the caller rolls back when the delete matched
-        # nothing (the copy read a lost lease).
-        copy = f"INSERT INTO {f} ({failed_cols}) SELECT {failed_select('%s')}, %s FROM {t}"
-        self.copy_to_failed = f"{copy} {fence}"
-        self.quarantine = f"{copy} WHERE seq = %s"
-        self.delete_seq = f"DELETE FROM {t} WHERE seq = %s"
+        # fail() copies the held row, then deletes it under the fence, and rolls back when the
+        # delete matched nothing (the copy read a lease lost meanwhile).
         self.stats = (
             # A lease that ran out counts as pending: the next reservation takes the job back.
             # Parameters: now, five times.
@@ -128,23 +116,13 @@ class MySQLStatements:
             "CAST(COALESCE(SUM(COALESCE(reserved_until > %s, 0)), 0) AS SIGNED) "
             f"FROM {t} GROUP BY queue"
         )
-        self.failed_stats = f"SELECT queue, COUNT(*) FROM {f} GROUP BY queue"
-        self.failed_list = f"SELECT {failed_cols} FROM {f} ORDER BY failed_at, seq LIMIT %s"
-        self.failed_list_queue = (
-            f"SELECT {failed_cols} FROM {f} WHERE queue = %s ORDER BY failed_at, seq LIMIT %s"
-        )
         # retry_failed(): lock the chosen failed rows first, so two processes retrying at once
         # cannot both copy one row (READ COMMITTED reads after the lock see the other's delete).
         self.lock_failed_all = f"SELECT seq FROM {f} ORDER BY failed_at, seq FOR UPDATE"
         self._lock_failed_head = f"SELECT seq FROM {f} WHERE id IN "
-        # Back as new: attempts 0, due now, no lease; last_error is kept for the record.
-        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_select('%s')} FROM {f} WHERE seq = %s"
-        self.forget_seq = f"DELETE FROM {f} WHERE seq = %s"
-        self.forget_all = f"DELETE FROM {f}"
         self._forget_head = f"DELETE FROM {f} WHERE id IN "
         self._complete_head = f"DELETE FROM {t} WHERE seq IN "
         self._lock_held_head = f"SELECT seq, lease_token FROM {t} WHERE seq IN "
-        self.purge = f"DELETE FROM {t} WHERE queue = %s AND reserved_until IS NULL"
 
     def lease(self, n: int) -> str:
         """Lease ``n`` locked rows; parameters: until, then (seq, token) pairs, then the seqs."""

@@ -1,12 +1,14 @@
-"""``SQLiteStatements``: every SQL statement of the SQLite dialect, in one place.
+"""``SQLiteStatements``: every SQL statement of the SQLite dialect, by name.
 
 The driver (``sqlite.py``) decides when each runs and in which transaction; this module says what
-each statement does to which table and what it guarantees.
+each statement does to which table and what it guarantees. The statements SQLite writes exactly
+as MySQL does (settling a lease, failed jobs) are in ``seq_statements``; the rest are here.
 """
 
 from __future__ import annotations
 
-from .schema import FAILED_COLUMNS, JOB_COLUMNS, SCHEMA_TABLE, failed_select, retry_select
+from .schema import JOB_COLUMNS, SCHEMA_TABLE
+from .seq_statements import SeqStatements
 
 __all__ = ["SQLiteStatements"]
 
@@ -20,16 +22,17 @@ _JOB_COLUMN_TYPES = (
 )
 
 
-class SQLiteStatements:
+class SQLiteStatements(SeqStatements):
     """Every SQL statement of the SQLite dialect, named, for one pair of tables.
 
     Each runs inside the transaction its caller opens; the comment says what it guarantees.
+    Those it writes as MySQL does (settling a lease, failed jobs) come from ``SeqStatements``.
     """
 
     def __init__(self, table: str, failed_table: str) -> None:
         t, f = table, failed_table
+        super().__init__(t, f, SCHEMA_TABLE, "?")
         cols = ", ".join(JOB_COLUMNS)
-        marks = ", ".join("?" for _ in JOB_COLUMNS)
         self.create = (
             f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (table_name TEXT PRIMARY KEY, "
             "version INTEGER NOT NULL, installed_at REAL NOT NULL)",
@@ -55,12 +58,10 @@ class SQLiteStatements:
             f"CREATE INDEX IF NOT EXISTS {f}_id ON {f} (id)",
             f"CREATE INDEX IF NOT EXISTS {f}_order ON {f} (failed_at, seq)",
         )
-        self.schema_version = f"SELECT version FROM {SCHEMA_TABLE} WHERE table_name = ?"
         self.record_version = (
             f"INSERT OR IGNORE INTO {SCHEMA_TABLE} (table_name, version, installed_at) "
             "VALUES (?, ?, ?)"
         )
-        self.insert = f"INSERT INTO {t} ({cols}) VALUES ({marks})"
         # Reservation: lease the first due rows in order that are free or whose lease ran out
         # (their holder died: taking them over is the reclaim), counting the attempt. The new
         # token is "seq.random": a fresh random part fences off every earlier holder, and the
@@ -91,22 +92,6 @@ class SQLiteStatements:
             f"UPDATE {t} SET attempts = attempts - 1, reserved_until = NULL, lease_token = NULL "
             "WHERE seq = ?"
         )
-        # Every fenced statement matches seq AND lease_token: a holder whose lease was taken
-        # over changes nothing.
-        fence = "WHERE seq = ? AND lease_token = ?"
-        self.extend = f"UPDATE {t} SET reserved_until = ? {fence}"
-        self.complete = f"DELETE FROM {t} {fence}"
-        self.release = (
-            f"UPDATE {t} SET attempts = ?, last_error = coalesce(?, last_error), "
-            f"available_at = ?, reserved_until = NULL, lease_token = NULL {fence}"
-        )
-        failed_cols = ", ".join(FAILED_COLUMNS)
-        # Copies a job row into the failed table with its error (parameters: error, failed_at,
-        # then the row); the caller deletes it after.
-        copy = f"INSERT INTO {f} ({failed_cols}) SELECT {failed_select('?')}, ? FROM {t}"
-        self.copy_to_failed = f"{copy} {fence}"
-        self.quarantine = f"{copy} WHERE seq = ?"
-        self.delete_seq = f"DELETE FROM {t} WHERE seq = ?"
         self.stats = (
             # A lease that ran out counts as pending: the next reservation takes the job back.
             # Parameters: now, five times.
@@ -115,16 +100,6 @@ class SQLiteStatements:
             "sum(coalesce(reserved_until <= ?, 1) AND available_at > ?), "
             f"sum(coalesce(reserved_until > ?, 0)) FROM {t} GROUP BY queue"
         )
-        self.failed_stats = f"SELECT queue, count(*) FROM {f} GROUP BY queue"
-        self.failed_list = f"SELECT {failed_cols} FROM {f} ORDER BY failed_at, seq LIMIT ?"
-        self.failed_list_queue = (
-            f"SELECT {failed_cols} FROM {f} WHERE queue = ? ORDER BY failed_at, seq LIMIT ?"
-        )
         self.failed_seqs = f"SELECT seq FROM {f} ORDER BY failed_at, seq"
         self.failed_seqs_of = f"SELECT seq FROM {f} WHERE id = ? ORDER BY seq"
-        # Back as new: attempts 0, due now, no lease; last_error is kept for the record.
-        self.retry = f"INSERT INTO {t} ({cols}) SELECT {retry_select('?')} FROM {f} WHERE seq = ?"
-        self.forget_seq = f"DELETE FROM {f} WHERE seq = ?"
-        self.forget_all = f"DELETE FROM {f}"
         self.forget_id = f"DELETE FROM {f} WHERE id = ?"
-        self.purge = f"DELETE FROM {t} WHERE queue = ? AND reserved_until IS NULL"
