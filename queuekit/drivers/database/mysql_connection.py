@@ -11,13 +11,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiomysql
 from pymysql.constants import CLIENT
 
 from ...errors import ConfigError, DriverError
-from .options import DatabaseOptions
+from .options import DatabaseOptions, url_options
 
 __all__ = [
     "DUPLICATE_KEY",
@@ -48,13 +48,7 @@ def connect_kwargs(options: DatabaseOptions) -> dict[str, Any]:
             f"queue.database.url: name the database, as in 'mysql://user@host:3306/queue' "
             f"(got {options.url!r})"
         )
-    query = parse_qs(parts.query)
-    unknown = set(query) - {"unix_socket"}
-    if unknown:
-        raise ConfigError(
-            f"queue.database.url: unknown MySQL option(s) {', '.join(sorted(unknown))}; "
-            "known: unix_socket"
-        )
+    query = url_options(parts.query, "MySQL", ("unix_socket",))
     try:
         port = parts.port or 3306
     except ValueError as e:

@@ -13,12 +13,14 @@ Dialect-specific settings travel in the URL's query string (for SQLite
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ...config import parse_options
+from ...errors import ConfigError
 
-__all__ = ["DatabaseOptions"]
+__all__ = ["DatabaseOptions", "url_options"]
 
 # Table names are spliced into SQL text (placeholders cannot name a table), so only plain
 # identifiers are accepted: nothing a config file holds can reach the SQL as code.
@@ -78,3 +80,15 @@ class DatabaseOptions(BaseModel):
         if isinstance(options, cls):
             return options
         return parse_options(cls, options, "queue.database")
+
+
+def url_options(query: str, dialect: str, known: tuple[str, ...]) -> dict[str, list[str]]:
+    """The options in a URL's query string; ``ConfigError`` names any ``dialect`` does not know."""
+    options = parse_qs(query)
+    unknown = set(options) - set(known)
+    if unknown:
+        raise ConfigError(
+            f"queue.database.url: unknown {dialect} option(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(known)}"
+        )
+    return options

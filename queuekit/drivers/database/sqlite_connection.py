@@ -10,10 +10,11 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ...clock import now
 from ...errors import ConfigError, DriverError
+from .options import url_options
 from .schema import SCHEMA_VERSION
 from .sqlite_statements import SQLiteStatements
 
@@ -46,13 +47,7 @@ def parse_url(url: str) -> tuple[str, str]:
             f"queue.database.url: expected a database file path, got {url!r} "
             "(an in-memory database would lose every job; use the memory driver for that)"
         )
-    query = parse_qs(parts.query)
-    unknown = set(query) - {"synchronous"}
-    if unknown:
-        raise ConfigError(
-            f"queue.database.url: unknown SQLite option(s) {', '.join(sorted(unknown))}; "
-            "known: synchronous"
-        )
+    query = url_options(parts.query, "SQLite", ("synchronous",))
     synchronous = query.get("synchronous", ["normal"])[-1].lower()
     if synchronous not in SYNCHRONOUS:
         raise ConfigError(
