@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ..clock import now
 from ..errors import CorruptStoreError
 from ..record import JobRecord
+from . import redis_admin_scripts as scripts
 from . import redis_records as storage
-from . import redis_scripts as lua
 from .base import QueueStats
 from .redis_connection import RedisTransport
 
@@ -45,7 +45,9 @@ class RedisAdmin:
         if not names:
             return {}
         at = repr(now())
-        replies = await self._t().run_scripts([(lua.STATS, self._keys_of(q), [at]) for q in names])
+        replies = await self._t().run_scripts(
+            [(scripts.STATS, self._keys_of(q), [at]) for q in names]
+        )
         # A lease that ran out counts as pending: the next reservation takes the job back.
         return {
             q: {
@@ -64,7 +66,7 @@ class RedisAdmin:
         if not names:
             return {}
         replies = await self._t().run_scripts(
-            [(lua.FAILED_PAGE, self._keys_of(q), args) for q in names]
+            [(scripts.FAILED_PAGE, self._keys_of(q), args) for q in names]
         )
         out: dict[str, list[JobRecord]] = {}
         for queue, reply in zip(names, replies, strict=True):
@@ -113,7 +115,7 @@ class RedisAdmin:
                 fresh.available_at = at
                 score, member, _ = storage.placement(fresh, at)
                 args += [fresh.id, storage.body(fresh), score, member]
-            calls.append((lua.RETRY_FAILED, self._keys_of(queue), args))
+            calls.append((scripts.RETRY_FAILED, self._keys_of(queue), args))
         if not calls:
             return 0
         return sum(int(n) for n in await self._t().run_scripts(calls))
@@ -126,14 +128,14 @@ class RedisAdmin:
         if ids is not None:
             for start in range(0, len(ids), CHUNK):
                 chunk = ["ids", *ids[start : start + CHUNK]]
-                calls = [(lua.FORGET_FAILED, self._keys_of(q), chunk) for q in names]
+                calls = [(scripts.FORGET_FAILED, self._keys_of(q), chunk) for q in names]
                 count += sum(int(n) for n in await self._t().run_scripts(calls))
             return count
         for queue in names:
             while True:
                 n = int(
                     await self._t().run_script(
-                        lua.FORGET_FAILED, self._keys_of(queue), ["all", CHUNK]
+                        scripts.FORGET_FAILED, self._keys_of(queue), ["all", CHUNK]
                     )
                 )
                 count += n
@@ -144,7 +146,7 @@ class RedisAdmin:
     async def purge(self, queue: str) -> int:
         count = 0
         while True:
-            n = int(await self._t().run_script(lua.PURGE, self._keys_of(queue), [CHUNK]))
+            n = int(await self._t().run_script(scripts.PURGE, self._keys_of(queue), [CHUNK]))
             count += n
             if n < CHUNK:
                 return count

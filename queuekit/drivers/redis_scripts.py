@@ -37,22 +37,17 @@ __all__ = [
     "COMPLETE",
     "EXTEND",
     "FAIL",
-    "FAILED_PAGE",
-    "FORGET_FAILED",
     "KEYS_PER_QUEUE",
     "KEY_NAMES",
-    "PURGE",
     "PUSH",
     "PUSH_MANY",
     "RELEASE",
     "RESERVE",
-    "RETRY_FAILED",
-    "SCRIPTS",
-    "STATS",
     "LuaScript",
     "queue_keys",
     "queues_key",
     "rank",
+    "script",
 ]
 
 #: Suffixes of one queue's keys, in the order every script receives them in ``KEYS``.
@@ -145,7 +140,8 @@ end
 }
 
 
-def _script(name: str, body: str, *helpers: str) -> LuaScript:
+def script(name: str, body: str, *helpers: str) -> LuaScript:
+    """A script named ``name``: the shared prelude, the ``helpers`` it calls, then ``body``."""
     return LuaScript(name, _PRELUDE + "".join(_HELPERS[h] for h in helpers) + body)
 
 
@@ -154,7 +150,7 @@ def _script(name: str, body: str, *helpers: str) -> LuaScript:
 #: ''). HSETNX makes a replay after a lost reply store nothing twice. Adds a wake-up token
 #: (also for a delayed job, so a blocked worker re-reads the next due instant).
 #: Returns 1, or 0 if the id was already stored.
-PUSH = _script(
+PUSH = script(
     "push",
     """
 if redis.call('HSETNX', KEYS[JOBS], string.sub(ARGV[3], RANK + 1), ARGV[1]) == 0 then
@@ -178,7 +174,7 @@ return 1
 #: argument is checked by the caller first, so the script cannot stop half-way. Being atomic,
 #: a batch is stored whole or not at all, so a replay after a lost reply is recognised by its
 #: first id alone and stores nothing. Returns how many were stored.
-PUSH_MANY = _script(
+PUSH_MANY = script(
     "push_many",
     """
 if redis.call('HEXISTS', KEYS[JOBS], ARGV[1]) == 1 then return 0 end
@@ -214,7 +210,7 @@ return stored
 #: attempts, token}; the next due instant (earliest delayed job or lease deadline) is given
 #: only when nothing was taken, so a waiting worker knows how long it may block. Once the
 #: queues run dry their ``notify`` lists are cleared, so stale tokens wake nobody for nothing.
-RESERVE = _script(
+RESERVE = script(
     "reserve",
     """
 local now = tonumber(ARGV[1])
@@ -315,7 +311,7 @@ return out
 
 #: Move a lease deadline to ARGV deadline if ARGV token still holds job ARGV id. KEYS: one
 #: queue. Returns 1, or 0 when the lease was lost (reclaimed and re-leased, or settled).
-EXTEND = _script(
+EXTEND = script(
     "extend",
     """
 local member = ARGV[2] .. '|' .. ARGV[1]
@@ -328,7 +324,7 @@ return 1
 #: Delete finished jobs of one queue: ARGV pairs of id, token. Each pair is fenced on its own
 #: (ZREM of ``<token>|<id>`` succeeds only for the holder); a job whose lease was lost is left
 #: untouched. Returns one 1/0 flag per pair.
-COMPLETE = _script(
+COMPLETE = script(
     "complete",
     """
 local flags, done = {}, {}
@@ -349,7 +345,7 @@ return flags
 #: it in ready (or delayed, for a retry delay) under a ready member carrying the attempts as
 #: given. ARGV: id, token, JSON, -priority, ready member, available_at if delayed (else '').
 #: Returns 1, or 0 when the lease was lost.
-RELEASE = _script(
+RELEASE = script(
     "release",
     """
 if redis.call('ZREM', KEYS[RESERVED], ARGV[2] .. '|' .. ARGV[1]) == 0 then return 0 end
@@ -365,7 +361,7 @@ return 1
 #: Move a leased job to the failed set: fenced on ARGV token; stores the record JSON (with
 #: last_error, failed_at and attempts) and keeps it until retried or forgotten. ARGV: id,
 #: token, JSON, failed_at. Returns 1, or 0 when the lease was lost.
-FAIL = _script(
+FAIL = script(
     "fail",
     """
 if redis.call('ZREM', KEYS[RESERVED], ARGV[2] .. '|' .. ARGV[1]) == 0 then return 0 end
@@ -373,134 +369,4 @@ redis.call('HSET', KEYS[JOBS], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[FAILED], ARGV[4], ARGV[1])
 return 1
 """,
-)
-
-#: Read failed jobs of one queue, oldest failure first (read-only). ARGV: 'ids' then ids, or
-#: 'page' then a limit. Returns pairs of id, JSON for failed jobs only.
-FAILED_PAGE = _script(
-    "failed_page",
-    """
-local ids
-if ARGV[1] == 'page' then
-  ids = redis.call('ZRANGE', KEYS[FAILED], 0, tonumber(ARGV[2]) - 1)
-else
-  ids = {}
-  for i = 2, #ARGV do
-    if redis.call('ZSCORE', KEYS[FAILED], ARGV[i]) then ids[#ids + 1] = ARGV[i] end
-  end
-end
-local out = {}
-for _, id in ipairs(ids) do
-  local body = redis.call('HGET', KEYS[JOBS], id)
-  if body then
-    out[#out + 1] = id
-    out[#out + 1] = body
-  end
-end
-return out
-""",
-)
-
-#: Put failed jobs back in ready as new: for each ARGV quadruple (id, JSON with attempts 0,
-#: -priority, ready member), only if the id is still in ``failed`` (ZREM decides, so two
-#: processes retrying at once move each job once). Returns how many moved.
-RETRY_FAILED = _script(
-    "retry_failed",
-    """
-local moved = 0
-for i = 1, #ARGV, 4 do
-  if redis.call('ZREM', KEYS[FAILED], ARGV[i]) == 1 then
-    redis.call('HSET', KEYS[JOBS], ARGV[i], ARGV[i + 1])
-    redis.call('ZADD', KEYS[READY], ARGV[i + 2], ARGV[i + 3])
-    moved = moved + 1
-  end
-end
-wake(0, moved)
-return moved
-""",
-    "wake",
-)
-
-#: Delete failed jobs of one queue: ARGV 'ids' then ids, or 'all' then a limit (the oldest
-#: ``limit`` are deleted; the caller repeats until fewer come back). The record and the failed
-#: entry go together. Returns how many were deleted.
-FORGET_FAILED = _script(
-    "forget_failed",
-    """
-local ids
-if ARGV[1] == 'all' then
-  ids = redis.call('ZRANGE', KEYS[FAILED], 0, tonumber(ARGV[2]) - 1)
-else
-  ids = {unpack(ARGV, 2)}
-end
-local count = 0
-for _, id in ipairs(ids) do
-  if redis.call('ZREM', KEYS[FAILED], id) == 1 then
-    redis.call('HDEL', KEYS[JOBS], id)
-    count = count + 1
-  end
-end
-return count
-""",
-)
-
-#: Delete up to ARGV limit pending and delayed jobs of one queue (their records too); reserved
-#: and failed jobs are kept. The caller repeats until fewer than the limit come back.
-#: Returns how many were deleted.
-PURGE = _script(
-    "purge",
-    """
-local limit = tonumber(ARGV[1])
-local count = 0
-local ready = redis.call('ZRANGE', KEYS[READY], 0, limit - 1)
-if #ready > 0 then
-  redis.call('ZREMRANGEBYRANK', KEYS[READY], 0, #ready - 1)
-  for _, m in ipairs(ready) do redis.call('HDEL', KEYS[JOBS], string.sub(m, RANK + 1)) end
-  count = #ready
-end
-if count < limit then
-  local delayed = redis.call('ZRANGE', KEYS[DELAYED], 0, limit - count - 1)
-  if #delayed > 0 then
-    redis.call('ZREMRANGEBYRANK', KEYS[DELAYED], 0, #delayed - 1)
-    for _, m in ipairs(delayed) do
-      redis.call('HDEL', KEYS[JOBS], string.sub(m, string.find(m, '|', 1, true) + RANK + 1))
-    end
-    count = count + #delayed
-  end
-end
-if redis.call('ZCARD', KEYS[READY]) == 0 then redis.call('DEL', KEYS[NOTIFY]) end
-return count
-""",
-)
-
-#: Counts of one queue from key sizes, O(log n) at worst (read-only): {ready, delayed due by
-#: ARGV now, delayed later, reserved, failed}. Due delayed jobs count as pending.
-STATS = _script(
-    "stats",
-    """
-return {
-  redis.call('ZCARD', KEYS[READY]),
-  redis.call('ZCOUNT', KEYS[DELAYED], '-inf', ARGV[1]),
-  redis.call('ZCOUNT', KEYS[DELAYED], '(' .. ARGV[1], '+inf'),
-  redis.call('ZCOUNT', KEYS[RESERVED], '-inf', ARGV[1]),
-  redis.call('ZCOUNT', KEYS[RESERVED], '(' .. ARGV[1], '+inf'),
-  redis.call('ZCARD', KEYS[FAILED]),
-}
-""",
-)
-
-#: Every script of the driver.
-SCRIPTS: tuple[LuaScript, ...] = (
-    PUSH,
-    PUSH_MANY,
-    RESERVE,
-    EXTEND,
-    COMPLETE,
-    RELEASE,
-    FAIL,
-    FAILED_PAGE,
-    RETRY_FAILED,
-    FORGET_FAILED,
-    PURGE,
-    STATS,
 )
