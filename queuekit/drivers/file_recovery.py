@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CorruptStoreError
-from .file_journal import Replica, parse_header, replay, warn_torn
+from .file_journal import Replica, parse_header, replay, used_length, warn_torn
 from .file_snapshot import Snapshot, numbered, read_snapshot, set_aside
 
 __all__ = ["Loaded", "load_store"]
@@ -83,7 +83,8 @@ def load_store(
                 " are missing; the operations they held are lost"
             )
         data = journal.read_bytes()
-        _, header_end = parse_header(data, journal)
+        data = data[: used_length(data)]  # the rest is preallocated room
+        header_end = parse_header(data, journal).end
 
         damaged = functools.partial(damaged_line, journal, generation)
         end = header_end + replay(replica, data[header_end:], header_end, damaged)
@@ -116,7 +117,7 @@ def _journals(journal_path: Path, max_backups: int, report: Problem) -> list[tup
     for path in candidates:
         try:
             with path.open("rb") as f:
-                generation, _ = parse_header(f.read(4096), path)
+                generation = parse_header(f.read(4096), path).generation
         except FileNotFoundError:
             continue
         except (OSError, CorruptStoreError) as e:

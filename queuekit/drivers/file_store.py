@@ -4,10 +4,12 @@ journal, compaction.
 For ``path = storage/queue/jobs.json`` the store is these files, all in one folder::
 
     jobs.json                 snapshot: {"format", "generation", "written_at", "jobs", "failed"}
-    jobs.json.journal         a header line, then one JSON line per operation since the snapshot
+    jobs.json.journal         a header line, then one JSON line per operation since the snapshot,
+                              then zeros: room preallocated for the next lines
     jobs.json.1 ... .N        earlier snapshots, newest first (``max_backups``)
     jobs.json.journal.1 ...   the journal that followed each of them
-    jobs.json.lock            the lock every process takes for each batch of operations
+    jobs.json.lock            the lock every process takes for each batch of operations; it also
+                              holds a counter bumped whenever the journal is replaced
     *.damaged-<time>          damaged files that recovery set aside; queuekit never deletes them
 
 The formats are in ``file_snapshot`` and ``file_journal``, loading and recovery in
@@ -24,6 +26,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from filelock import lock_descriptor, unlock_descriptor
 
@@ -37,7 +40,9 @@ from .file_journal import (
     read_from,
     read_header,
     replay,
+    used_length,
     warn_torn,
+    zero_fill,
 )
 from .file_recovery import load_store
 from .file_snapshot import (
@@ -65,12 +70,39 @@ __all__ = [
 
 log = logging.getLogger("queuekit.drivers.file")
 
+_PAGE = 4096
+#: Where the lock file holds its change counter: past the byte Windows locks.
+_EPOCH_AT = 8
+
+
+class _Read(NamedTuple):
+    """How far reading the journal got."""
+
+    #: Offset just past the last complete line, all of them applied.
+    end: int
+    #: Offset just past a torn last line after them (``end`` if there is none).
+    torn_end: int
+    #: Whether the read ended in preallocated room with no torn line: nothing more to know
+    #: about the file, unless another process replaced it.
+    settled: bool
+
+
+def _room(max_file_size: int) -> int:
+    """Bytes of zeros a journal is extended by at a time: few extensions per journal, little
+    unused room in a small one."""
+    return min(1 << 20, max(max_file_size, 1 << 16))
+
 
 class JournalStore:
     """One store on disk, seen from one process.
 
     It keeps a descriptor on the journal and the byte offset it has applied up to, so catching
-    up on what other processes appended reads only the new bytes. A compaction by another process
+    up on what other processes appended reads only the new bytes: those before the first NUL,
+    since a preallocated journal's size says nothing about where its lines end. Writers extend
+    it with zeros well ahead of the lines, under the lock, and the size of the live journal
+    never shrinks (a torn line is zeroed, not cut off). Whoever replaces the journal (a
+    compaction, a reload that recovers) first bumps a counter in the lock file, so the others
+    look at the journal's name only when that counter moved. A compaction by another process
     replaces the journal file; the old descriptor still reads the old journal to its end, and the
     new journal's header names its generation, so a process that was up to date follows on
     without reloading the snapshot.
@@ -91,6 +123,12 @@ class JournalStore:
         self._file_id: tuple[int, int] | None = None
         self._offset = 0
         self._synced = 0
+        #: Whether the live journal is preallocated (format 2), and the size it was last seen
+        #: with: writes below it overwrite zeros and leave the size alone.
+        self._preallocated = False
+        self._allocated = 0
+        self._room = _room(max_file_size)
+        self._epoch = b""
         self._generation = 0
         self._retry_compact_at = 0
         self._record_bytes = 400.0  # average size of a record in the snapshot, measured
@@ -142,74 +180,106 @@ class JournalStore:
     # -- following the journal -------------------------------------------------------------
 
     def unchanged(self) -> bool:
-        """True if nobody wrote since this process last caught up. Needs no lock: one stat."""
+        """True if nobody wrote since this process last caught up. Needs no lock: a read of
+        the change counter and of the byte where the next line would start (a ``stat`` where
+        that is the file's end)."""
+        if self._stale:
+            return False
         try:
+            if os.pread(self._lock_fd, 8, _EPOCH_AT) != self._epoch:
+                return False
+            byte = os.pread(self._fd, 1, self._offset)
+            if byte:
+                return byte == b"\0"
             st = os.stat(self._journal_name)
         except OSError:
             return False
-        same_file = (st.st_dev, st.st_ino) == self._file_id
-        return same_file and st.st_size == self._offset and not self._stale
+        return (st.st_dev, st.st_ino) == self._file_id and st.st_size == self._offset
 
     def catch_up(self, replica: Replica) -> None:
-        """Apply what other processes appended since the last call (under the lock)."""
+        """Apply what other processes appended since the last call (under the lock).
+
+        Usually two reads: the change counter, then new lines, if any, up to the preallocated
+        room. Only when the counter moved or that read ends otherwise (a format 1 journal, a
+        full one, a torn line) does it ``stat`` the journal's name. Not on every operation: on
+        Linux a ``stat`` between two writes makes the kernel give the second one a fine-grained
+        timestamp, which ``fdatasync`` then commits, and that costs about what preallocation
+        saves.
+        """
         if self._stale:
             self._load(replica)
             return
+        epoch = os.pread(self._lock_fd, 8, _EPOCH_AT)
+        read = self._read(replica, self._fd, self._offset)
+        self._offset = read.end
+        if read.settled and epoch == self._epoch:
+            return
+        self._epoch = epoch
         try:
             st = os.stat(self._journal_name)
         except FileNotFoundError:
             self._load(replica)
             return
         if (st.st_dev, st.st_ino) == self._file_id:
-            if st.st_size > self._offset:
-                self._offset = self._read(replica, self._fd, self._offset, live=True)
-            elif st.st_size < self._offset:
+            if st.st_size < self._offset:
                 log.error("file queue %s: the journal shrank under us; reloading", self.path)
                 self._load(replica)
+            elif read.torn_end > read.end:
+                # Under the lock a partial last line can only be a writer that died mid-write,
+                # before its call returned: nothing acknowledged is dropped, and the next
+                # append must not be glued onto it.
+                self._cut(self._fd, read.end, read.torn_end)
             return
         # Another process compacted. Its snapshot holds everything in the old journal, which
-        # our descriptor still reads (a renamed file stays open): finish it, then follow the new
-        # journal if it is the very next generation. Any other jump means a reload.
-        old_end = self._read(replica, self._fd, self._offset, live=False)
+        # our descriptor still reads (a renamed file stays open) and which we just read to its
+        # end; follow the new journal if it is the very next generation. Any other jump, or a
+        # torn line left in the old journal, means a reload.
         try:
-            fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(self.journal_path, os.O_RDWR)
         except FileNotFoundError:
             self._load(replica)
             return
         try:
-            generation, header_end = read_header(fd, self.journal_path)
-            follows = generation == self._generation + 1 and old_end == os.fstat(self._fd).st_size
+            header = read_header(fd, self.journal_path)
+            follows = header.generation == self._generation + 1 and read.torn_end == read.end
         except CorruptStoreError:
             follows = False
         if not follows:
             os.close(fd)
             self._load(replica)
             return
-        self._adopt(fd, generation, header_end)
-        self._offset = self._read(replica, fd, header_end, live=True)
-        self._synced = self._offset
+        self._adopt(fd, header.generation, header.end, header.preallocated)
+        read = self._read(replica, fd, header.end)
+        if read.torn_end > read.end:
+            self._cut(fd, read.end, read.torn_end)
+        self._offset = self._synced = read.end
 
-    def _adopt(self, fd: int, generation: int, offset: int) -> None:
+    def _adopt(self, fd: int, generation: int, offset: int, preallocated: bool) -> None:
         if self._fd >= 0:
             os.close(self._fd)
         st = os.fstat(fd)
         self._fd, self._file_id = fd, (st.st_dev, st.st_ino)
         self._generation, self._offset, self._synced = generation, offset, offset
+        self._preallocated, self._allocated = preallocated, st.st_size
         self._retry_compact_at = 0
 
-    def _read(self, replica: Replica, fd: int, offset: int, *, live: bool) -> int:
-        """Apply the complete lines from ``offset`` to the end; return the offset reached."""
-        data = read_from(fd, offset)
+    def _read(self, replica: Replica, fd: int, offset: int) -> _Read:
+        """Apply the complete lines from ``offset`` on; say where they and a torn one end."""
+        data, room = read_from(fd, offset)
+        if not data:
+            return _Read(offset, offset, room)
         damaged = functools.partial(self._damaged_line, self.journal_path, self._generation)
         end = replay(replica, data, offset, damaged)
         if end < len(data):
             warn_torn(self.journal_path, data[end:])
-            if live:
-                # Under the lock a partial last line can only be a writer that died mid-write,
-                # before its call returned: nothing acknowledged is dropped, and the next
-                # append must not be glued onto it.
-                os.ftruncate(fd, offset + end)
-        return offset + end
+        return _Read(offset + end, offset + len(data), room and end == len(data))
+
+    def _cut(self, fd: int, start: int, stop: int) -> None:
+        """Remove bytes ``start`` to ``stop``, the written end of the live journal."""
+        if self._preallocated:
+            zero_fill(fd, start, stop)  # its size stays: other processes' room stays valid
+        else:
+            os.ftruncate(fd, start)
 
     def _damaged_line(
         self, source: Path, generation: int, pos: int, line: bytes, error: Exception
@@ -230,22 +300,39 @@ class JournalStore:
     def append(self, data: bytes) -> None:
         """Append whole lines at the end of the journal, all or nothing."""
         start = self._offset
+        stop = start + len(data)
         try:
-            written = os.write(self._fd, data)
+            if self._preallocated and stop > self._allocated:
+                self._extend(stop)
+            written = os.pwrite(self._fd, data, start)
             if written < len(data):  # rare: a signal or a full disk cut the write short
                 view = memoryview(data)[written:]
                 while view:
-                    view = view[os.write(self._fd, view) :]
+                    view = view[os.pwrite(self._fd, view, stop - len(view)) :]
         except OSError as e:
             # Cut back to where the batch began so no half batch stays behind; reload on the
             # next operation because the replica already holds the batch.
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, start)
+                self._cut(self._fd, start, stop)
             self._stale = True
             raise DriverError(
                 f"file queue {self.journal_path}: cannot append to the journal ({e})"
             ) from e
-        self._offset = start + len(data)
+        self._offset = stop
+
+    def _extend(self, stop: int) -> None:
+        """Make the journal at least ``stop`` bytes long, adding room to write into.
+
+        Zeros written, not ``posix_fallocate``: on ext4 a write into fallocated blocks still
+        converts their extent, a metadata change that each ``fdatasync`` would commit. The
+        first sync after an extension pays for its size change once; the others overwrite.
+        """
+        size = os.fstat(self._fd).st_size  # another process may have extended it already
+        if size < stop:
+            new_size = -(-(stop + self._room) // _PAGE) * _PAGE
+            zero_fill(self._fd, size, new_size)
+            size = new_size
+        self._allocated = size
 
     def flush(self) -> None:
         """Make appended lines durable (``fsync: true``). Needs no lock.
@@ -294,7 +381,9 @@ class JournalStore:
         snapshot and journal names always exist. A crash in between leaves a journal older than
         the snapshot, which loading recognises by its generation.
         """
+        caught_up = generation is None
         generation = self._generation + 1 if generation is None else generation
+        self._bump_epoch()
         header = journal_header(generation)
         jobs, failed = replica.dump()
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -302,7 +391,13 @@ class JournalStore:
         try:
             size = write_snapshot(tmp, generation, jobs, failed)
             self._record_bytes = size / max(len(jobs) + len(failed), 1)
-            write_synced(journal_tmp, header)
+            room = -(-(len(header) + self._room) // _PAGE) * _PAGE
+            write_synced(journal_tmp, header.ljust(room, b"\0"))
+            if caught_up and self._preallocated:
+                # The journal being archived ends at our offset: its room would only weigh
+                # down the backups. Readers still on it stop at the end either way.
+                os.ftruncate(self._fd, self._offset)
+                self._allocated = self._offset
             rotate_backups((self.path, self.journal_path), self.max_backups)
             os.replace(tmp, self.path)
             os.replace(journal_tmp, self.journal_path)
@@ -311,8 +406,18 @@ class JournalStore:
             for leftover in (tmp, journal_tmp):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
-        fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND)
-        self._adopt(fd, generation, len(header))
+        fd = os.open(self.journal_path, os.O_RDWR)
+        self._adopt(fd, generation, len(header), preallocated=True)
+
+    def _bump_epoch(self) -> None:
+        """Tell every other process to look at the journal's name at its next operation.
+
+        Done before anything is replaced or set aside: a process that dies halfway leaves the
+        others looking, never appending to a journal that is no longer the live one.
+        """
+        current = int.from_bytes(os.pread(self._lock_fd, 8, _EPOCH_AT).ljust(8, b"\0"), "big")
+        self._epoch = ((current + 1) % (1 << 64)).to_bytes(8, "big")
+        os.pwrite(self._lock_fd, self._epoch, _EPOCH_AT)
 
     def invalidate(self) -> None:
         """Reload everything from disk before the next operation (after an unexpected error)."""
@@ -324,6 +429,7 @@ class JournalStore:
         """Rebuild the replica from disk (see ``file_recovery``) and follow the live journal."""
         self.problems = []
         self._stale = False
+        self._bump_epoch()  # recovery may set the journal aside and replace it
         loaded = load_store(
             self.path,
             self.journal_path,
@@ -340,10 +446,14 @@ class JournalStore:
             self._record_bytes = loaded.record_bytes
         self._generation = loaded.generation
         if loaded.live_end is not None:
-            fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND)
-            if os.fstat(fd).st_size > loaded.live_end:
-                os.ftruncate(fd, loaded.live_end)  # the torn last line warned about
-            self._adopt(fd, loaded.generation, loaded.live_end)
+            fd = os.open(self.journal_path, os.O_RDWR)
+            try:
+                header = read_header(fd, self.journal_path)
+                self._adopt(fd, loaded.generation, loaded.live_end, header.preallocated)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._clear_tail(loaded.live_end)
             return
         self.compact(replica, generation=loaded.next_generation)
         if self.problems:
@@ -353,6 +463,29 @@ class JournalStore:
                 self.path,
                 len(self.problems),
             )
+
+    def _clear_tail(self, end: int) -> None:
+        """Remove whatever follows the last whole line of the live journal, as loaded.
+
+        That is the torn last line already warned about and, after a power cut, blocks of an
+        unacknowledged write that reached the disk while an earlier block did not (reading
+        stopped at the zeros between): left there, the next lines would run into them.
+        """
+        if not self._preallocated:
+            if self._allocated > end:
+                os.ftruncate(self._fd, end)
+                self._allocated = end
+            return
+        tail = os.pread(self._fd, max(self._allocated - end, 0), end)
+        first = used_length(tail)
+        if tail[first:].strip(b"\0"):
+            log.warning(
+                "file queue %s: cleared bytes past the end of the journal (an unacknowledged "
+                "write cut short by a crash of the machine)",
+                self.journal_path,
+            )
+        if tail.strip(b"\0"):
+            zero_fill(self._fd, end, end + len(tail.rstrip(b"\0")))
 
     def _problem(self, message: str) -> None:
         log.error("%s", message)

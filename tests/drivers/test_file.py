@@ -7,6 +7,9 @@ import gc
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -78,11 +81,24 @@ def matching(folder: Path, pattern: str) -> list[Path]:
     return sorted(folder.glob(pattern))
 
 
+def written(journal: Path) -> bytes:
+    """The journal's lines: its bytes up to the preallocated zeros."""
+    return journal.read_bytes().split(b"\0", 1)[0]
+
+
 def journal_lines(path: Path) -> list[dict[str, Any]]:
     return [
-        json.loads(line)
-        for line in path.with_name(path.name + ".journal").read_bytes().splitlines()
+        json.loads(line) for line in written(path.with_name(path.name + ".journal")).splitlines()
     ]
+
+
+def write_at_end(journal: Path, data: bytes) -> None:
+    """Write ``data`` where the next line would go, as a writer that crashed mid-write would."""
+    fd = os.open(journal, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, len(written(journal)))
+    finally:
+        os.close(fd)
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -185,15 +201,16 @@ async def test_torn_last_journal_line_is_skipped_with_a_warning(
         await driver.push(record)
     await driver.close()
     journal = path.with_name("jobs.json.journal")
-    with journal.open("ab") as f:
-        f.write(b'{"op":"push","jobs":[{"v":1,"id":"half-writ')  # a crash mid-write
+    size = journal.stat().st_size
+    write_at_end(journal, b'{"op":"push","jobs":[{"v":1,"id":"half-writ')  # a crash mid-write
 
     with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
         driver = await open_file_driver(path)
     try:
         assert any("torn last line" in r.getMessage() for r in caplog.records)
         assert driver.problems == [], "a torn tail was never acknowledged: not a problem"
-        assert journal.read_bytes().endswith(b"\n"), "the torn bytes are cut off"
+        assert written(journal).endswith(b"\n"), "the torn bytes are cut off"
+        assert journal.stat().st_size == size, "zeroed, not truncated: the room stays"
         await driver.push(extra := make_record(9))
         assert await drain(driver) == [r.id for r in [*records, extra]]
     finally:
@@ -208,8 +225,7 @@ async def test_torn_line_written_by_a_dead_process_is_cut_before_the_next_append
     other = await open_file_driver(path)
     try:
         await driver.push(first := make_record(1))
-        with path.with_name("jobs.json.journal").open("ab") as f:
-            f.write(b'{"op":"push","jo')
+        write_at_end(path.with_name("jobs.json.journal"), b'{"op":"push","jo')
         with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
             await other.push(second := make_record(2))
         assert any("torn last line" in r.getMessage() for r in caplog.records)
@@ -294,8 +310,7 @@ async def test_damaged_journal_line_in_the_middle_is_skipped_and_kept(
     driver = await open_file_driver(path)
     await driver.push(first := make_record(1))
     journal = path.with_name("jobs.json.journal")
-    with journal.open("ab") as f:
-        f.write(b"this line is garbage\n")
+    write_at_end(journal, b"this line is garbage\n")
     await driver.push(second := make_record(2))
     await driver.close()
 
@@ -528,7 +543,10 @@ async def test_rotation_keeps_max_backups(tmp_path: Path) -> None:
             for n in ("jobs.json", "jobs.json.1", "jobs.json.2")
         ]
         assert generations[0] > generations[1] > generations[2] > 0
-        assert path.with_name("jobs.json.journal").stat().st_size < 2048 + 1024
+        assert len(written(path.with_name("jobs.json.journal"))) < 2048 + 1024
+        for k in (1, 2):
+            archived = tmp_path / f"jobs.json.journal.{k}"
+            assert archived.read_bytes() == written(archived), "archived without its room"
         assert await drain(driver) == [kept.id]
     finally:
         await driver.close()
@@ -578,6 +596,215 @@ async def test_a_handle_behind_by_two_compactions_reloads(tmp_path: Path) -> Non
         assert await drain(other) == [a.id, b.id]
     finally:
         await other.close()
+        await driver.close()
+
+
+# -- the preallocated journal -------------------------------------------------------------------
+
+
+async def test_lines_overwrite_preallocated_room_so_the_size_stays(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    journal = path.with_name("jobs.json.journal")
+    driver = await open_file_driver(path, fsync=True)
+    try:
+        assert journal_lines(path)[0]["format"] == "queuekit.file.journal/2"
+        size = journal.stat().st_size
+        assert size > len(written(journal)), "room beyond the header"
+        await driver.push_many([make_record(i) for i in range(20)])
+        for i in range(20):
+            await driver.push(make_record(100 + i))
+        assert journal.stat().st_size == size, "an fdatasync of these writes commits no size"
+        assert len(journal_lines(path)) == 22
+        assert set(journal.read_bytes()[len(written(journal)) :]) == {0}
+    finally:
+        await driver.close()
+
+
+async def test_compaction_waits_for_the_written_length_not_the_file_size(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path, max_file_size=1024)
+    try:
+        await driver.push(make_record(0))
+        assert path.with_name("jobs.json.journal").stat().st_size > 1024
+        assert json.loads(path.read_text())["generation"] == 0, "room is not journal"
+        for i in range(1, 10):
+            await driver.push(make_record(i, payload={"n": i, "pad": "z" * 200}))
+        assert json.loads(path.read_text())["generation"] >= 1
+        assert len(written(tmp_path / "jobs.json.journal.1")) >= 1024
+        assert (await driver.stats())["default"]["pending"] == 10
+    finally:
+        await driver.close()
+
+
+async def test_a_format_1_journal_is_read_and_followed_until_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.json"
+    journal = path.with_name("jobs.json.journal")
+    driver = await open_file_driver(path)
+    records = [make_record(1), make_record(2)]
+    for record in records:
+        await driver.push(record)
+    await driver.close()
+    # What an earlier version wrote: the same lines, a format 1 header, no room.
+    legacy = written(journal).replace(b"queuekit.file.journal/2", b"queuekit.file.journal/1")
+    journal.write_bytes(legacy)
+
+    driver = await open_file_driver(path)
+    other = await open_file_driver(path)
+    try:
+        assert driver.problems == []
+        await driver.push(third := make_record(3))
+        records.append(third)
+        assert journal.read_bytes() == written(journal), "a format 1 journal gets no room"
+        assert journal_lines(path)[0]["format"] == "queuekit.file.journal/1"
+        assert (await other.stats())["default"]["pending"] == 3, "the other handle followed"
+        await other.compact()
+        assert journal_lines(path)[0]["format"] == "queuekit.file.journal/2"
+        assert journal.stat().st_size > len(written(journal))
+        await driver.push(fourth := make_record(4))
+        records.append(fourth)
+        assert await drain(other) == [r.id for r in records]
+    finally:
+        await other.close()
+        await driver.close()
+
+
+async def test_bytes_past_the_zeros_after_a_power_cut_are_cleared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "jobs.json"
+    journal = path.with_name("jobs.json.journal")
+    driver = await open_file_driver(path)
+    await driver.push(first := make_record(1))
+    await driver.close()
+    # A later block of an unacknowledged write reached the disk, an earlier one did not.
+    end = len(written(journal))
+    fd = os.open(journal, os.O_WRONLY)
+    os.pwrite(fd, b'ob","queue":"default"}]}\n{"op":"purge","queue":"default"}\n', end + 700)
+    os.close(fd)
+
+    with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
+        driver = await open_file_driver(path)
+    try:
+        assert any("cleared bytes past the end" in r.getMessage() for r in caplog.records)
+        assert driver.problems == []
+        assert set(journal.read_bytes()[end:]) == {0}
+        await driver.push(second := make_record(2))
+        reopened = await open_file_driver(path)
+        try:
+            assert reopened.problems == []
+            assert await drain(reopened) == [first.id, second.id]
+        finally:
+            await reopened.close()
+    finally:
+        await driver.close()
+
+
+async def test_a_journal_replaced_by_another_process_recovering_is_never_appended_to(
+    tmp_path: Path,
+) -> None:
+    # Recovery replaces the journal without trimming it: the room left in the old one must not
+    # take this handle's next line (it would be lost at the next restart).
+    path = tmp_path / "jobs.json"
+    driver = await open_file_driver(path)
+    try:
+        await driver.push(first := make_record(1))
+        path.write_bytes(b"not a snapshot")
+        other = await open_file_driver(path)
+        try:
+            assert other.problems, "the other handle recovered"
+            await driver.push(second := make_record(2))
+            assert (await other.stats())["default"]["pending"] == 2, "the line reached it"
+        finally:
+            await other.close()
+    finally:
+        await driver.close()
+    reopened = await open_file_driver(path)
+    try:
+        assert await drain(reopened) == [first.id, second.id]
+    finally:
+        await reopened.close()
+
+
+_CHILD = """
+import asyncio, os, signal, sys
+from queuekit.drivers import file_store
+from queuekit.drivers.file import FileDriver
+from queuekit.testing import make_record
+
+async def main(path, kill):
+    driver = FileDriver({"path": path})
+    await driver.connect()
+    assert (await driver.stats())["default"]["pending"] == 1
+    await driver.push(make_record(2))
+    print("acknowledged", flush=True)
+    if kill:
+        real = os.pwrite
+
+        def half_then_die(fd, data, offset):
+            if bytes(data[:12]) == b'{"op":"push"':
+                real(fd, bytes(data[: len(data) // 2]), offset)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(fd, data, offset)
+
+        file_store.os.pwrite = half_then_die
+        await driver.push(make_record(3))
+    await driver.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2] == "kill"))
+"""
+
+
+def _run_child(path: Path, mode: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["clean", "kill"])
+async def test_another_process_reopens_the_room_and_a_kill_mid_append_loses_nothing_acked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    path = tmp_path / "jobs.json"
+    journal = path.with_name("jobs.json.journal")
+    driver = await open_file_driver(path, fsync=True)
+    try:
+        await driver.push(first := make_record(1))
+        size = journal.stat().st_size
+        assert size > len(written(journal))
+        child = await asyncio.to_thread(_run_child, path, mode)
+        assert "acknowledged" in child.stdout, child.stderr
+        if mode == "kill":
+            assert child.returncode == -signal.SIGKILL, child.stderr
+            torn = written(journal).rsplit(b"\n", 1)[1]
+            assert torn.startswith(b'{"op":"push"'), "the child died with half a line written"
+        else:
+            assert child.returncode == 0, child.stderr
+        with caplog.at_level(logging.WARNING, logger="queuekit.drivers.file"):
+            await driver.push(last := make_record(4))
+        torn_warned = any("torn last line" in r.getMessage() for r in caplog.records)
+        assert torn_warned == (mode == "kill")
+        assert journal.stat().st_size == size, "the room was reused, the torn line zeroed"
+        reopened = await open_file_driver(path)
+        try:
+            assert reopened.problems == []
+            taken = [await reopened.reserve(None, lease=LEASE) for _ in range(4)]
+            assert taken[-1] is None
+            assert [r.payload["n"] for r in taken if r] == [1, 2, 4], "3 was never acknowledged"
+            assert [taken[0].id, taken[2].id] == [first.id, last.id]  # type: ignore[union-attr]
+        finally:
+            await reopened.close()
+    finally:
         await driver.close()
 
 
