@@ -10,9 +10,10 @@ fsync.
 
 The parts, one module each: ``file_replica`` (the jobs in memory and the index that picks the
 next one), ``file_operations`` (what each operation decides and writes, under the lock),
-``file_io`` (the I/O thread and its group commit), ``file_store`` (the lock, following and
-appending to the journal, compaction), ``file_journal`` and ``file_snapshot`` (the on-disk
-formats, backups), ``file_recovery`` (loading, and recovering from damaged files).
+``file_io`` (the I/O thread and its group commit), ``file_store`` (the lock, following the
+journal, compaction), ``file_tail`` (appending to the journal, its preallocated room),
+``file_journal`` and ``file_snapshot`` (the on-disk formats, backups), ``file_recovery``
+(loading, and recovering from damaged files).
 
 Config section ``queue.file``::
 

@@ -1,5 +1,5 @@
-"""The file driver's store as one process sees it: the lock, following and appending to the
-journal, compaction.
+"""The file driver's store as one process sees it: the lock, following the journal as other
+processes append to it, compaction and loading, which replace it.
 
 For ``path = storage/queue/jobs.json`` the store is these files, all in one folder::
 
@@ -12,10 +12,11 @@ For ``path = storage/queue/jobs.json`` the store is these files, all in one fold
                               holds a counter bumped whenever the journal is replaced
     *.damaged-<time>          damaged files that recovery set aside; queuekit never deletes them
 
-The formats are in ``file_snapshot`` and ``file_journal``, loading and recovery in
-``file_recovery``, the thread that runs all of this in ``file_io``. Every method here blocks;
-the driver runs them on its I/O thread. Methods that read or write the journal run under
-``locked()`` unless their docstring says otherwise.
+Appending to the journal and its preallocated room are in ``file_tail``, the formats in
+``file_snapshot`` and ``file_journal``, loading and recovery in ``file_recovery``, the thread
+that runs all of this in ``file_io``. Every method here blocks; the driver runs them on its
+I/O thread. Methods that read or write the journal run under ``locked()`` unless their
+docstring says otherwise.
 """
 
 from __future__ import annotations
@@ -35,14 +36,11 @@ from .file_io import IOThread, wake
 from .file_journal import (
     JOURNAL_FORMAT,
     Replica,
-    datasync,
     journal_header,
     read_from,
     read_header,
     replay,
-    used_length,
     warn_torn,
-    zero_fill,
 )
 from .file_recovery import load_store
 from .file_snapshot import (
@@ -53,6 +51,7 @@ from .file_snapshot import (
     write_snapshot,
     write_synced,
 )
+from .file_tail import JournalTail
 
 try:
     import fcntl
@@ -70,7 +69,6 @@ __all__ = [
 
 log = logging.getLogger("queuekit.drivers.file")
 
-_PAGE = 4096
 #: Where the lock file holds its change counter: past the byte Windows locks.
 _EPOCH_AT = 8
 
@@ -87,13 +85,7 @@ class _Read(NamedTuple):
     settled: bool
 
 
-def _room(max_file_size: int) -> int:
-    """Bytes of zeros a journal is extended by at a time: few extensions per journal, little
-    unused room in a small one."""
-    return min(1 << 20, max(max_file_size, 1 << 16))
-
-
-class JournalStore:
+class JournalStore(JournalTail):
     """One store on disk, seen from one process.
 
     It keeps a descriptor on the journal and the byte offset it has applied up to, so catching
@@ -109,30 +101,21 @@ class JournalStore:
     """
 
     def __init__(self, path: Path, *, max_file_size: int, max_backups: int, fsync: bool) -> None:
+        super().__init__(
+            path.with_name(path.name + ".journal"), max_file_size=max_file_size, fsync=fsync
+        )
         self.path = path
-        self.journal_path = path.with_name(path.name + ".journal")
         self._journal_name = os.fspath(self.journal_path)  # stat()ed on every operation
         self.lock_path = path.with_name(path.name + ".lock")
         self.max_file_size = max_file_size
         self.max_backups = max_backups
-        self.fsync = fsync
         #: What the last full load found wrong (one message per problem); empty when all was well.
         self.problems: list[str] = []
         self._lock_fd = -1
-        self._fd = -1
-        self._file_id: tuple[int, int] | None = None
-        self._offset = 0
-        self._synced = 0
-        #: Whether the live journal is preallocated (format 2), and the size it was last seen
-        #: with: writes below it overwrite zeros and leave the size alone.
-        self._preallocated = False
-        self._allocated = 0
-        self._room = _room(max_file_size)
         self._epoch = b""
         self._generation = 0
         self._retry_compact_at = 0
         self._record_bytes = 400.0  # average size of a record in the snapshot, measured
-        self._stale = False
 
     # -- opening, locking ------------------------------------------------------------------
 
@@ -255,12 +238,8 @@ class JournalStore:
         self._offset = self._synced = read.end
 
     def _adopt(self, fd: int, generation: int, offset: int, preallocated: bool) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-        st = os.fstat(fd)
-        self._fd, self._file_id = fd, (st.st_dev, st.st_ino)
-        self._generation, self._offset, self._synced = generation, offset, offset
-        self._preallocated, self._allocated = preallocated, st.st_size
+        self._open_tail(fd, offset, preallocated)
+        self._generation = generation
         self._retry_compact_at = 0
 
     def _read(self, replica: Replica, fd: int, offset: int) -> _Read:
@@ -273,13 +252,6 @@ class JournalStore:
         if end < len(data):
             warn_torn(self.journal_path, data[end:])
         return _Read(offset + end, offset + len(data), room and end == len(data))
-
-    def _cut(self, fd: int, start: int, stop: int) -> None:
-        """Remove bytes ``start`` to ``stop``, the written end of the live journal."""
-        if self._preallocated:
-            zero_fill(fd, start, stop)  # its size stays: other processes' room stays valid
-        else:
-            os.ftruncate(fd, start)
 
     def _damaged_line(
         self, source: Path, generation: int, pos: int, line: bytes, error: Exception
@@ -294,60 +266,6 @@ class JournalStore:
         if not keep.exists():
             with contextlib.suppress(OSError):
                 link_or_copy(source, keep)
-
-    # -- writing ---------------------------------------------------------------------------
-
-    def append(self, data: bytes) -> None:
-        """Append whole lines at the end of the journal, all or nothing."""
-        start = self._offset
-        stop = start + len(data)
-        try:
-            if self._preallocated and stop > self._allocated:
-                self._extend(stop)
-            written = os.pwrite(self._fd, data, start)
-            if written < len(data):  # rare: a signal or a full disk cut the write short
-                view = memoryview(data)[written:]
-                while view:
-                    view = view[os.pwrite(self._fd, view, stop - len(view)) :]
-        except OSError as e:
-            # Cut back to where the batch began so no half batch stays behind; reload on the
-            # next operation because the replica already holds the batch.
-            with contextlib.suppress(OSError):
-                self._cut(self._fd, start, stop)
-            self._stale = True
-            raise DriverError(
-                f"file queue {self.journal_path}: cannot append to the journal ({e})"
-            ) from e
-        self._offset = stop
-
-    def _extend(self, stop: int) -> None:
-        """Make the journal at least ``stop`` bytes long, adding room to write into.
-
-        Zeros written, not ``posix_fallocate``: on ext4 a write into fallocated blocks still
-        converts their extent, a metadata change that each ``fdatasync`` would commit. The
-        first sync after an extension pays for its size change once; the others overwrite.
-        """
-        size = os.fstat(self._fd).st_size  # another process may have extended it already
-        if size < stop:
-            new_size = -(-(stop + self._room) // _PAGE) * _PAGE
-            zero_fill(self._fd, size, new_size)
-            size = new_size
-        self._allocated = size
-
-    def flush(self) -> None:
-        """Make appended lines durable (``fsync: true``). Needs no lock.
-
-        Every line appended before it is on disk when it returns; concurrent operations batched
-        in one append share one fsync (group commit).
-        """
-        if not self.fsync or self._synced >= self._offset:
-            return
-        offset = self._offset
-        try:
-            datasync(self._fd)
-        except OSError as e:
-            raise DriverError(f"file queue {self.journal_path}: fsync failed ({e})") from e
-        self._synced = offset
 
     # -- compaction ------------------------------------------------------------------------
 
@@ -391,13 +309,9 @@ class JournalStore:
         try:
             size = write_snapshot(tmp, generation, jobs, failed)
             self._record_bytes = size / max(len(jobs) + len(failed), 1)
-            room = -(-(len(header) + self._room) // _PAGE) * _PAGE
-            write_synced(journal_tmp, header.ljust(room, b"\0"))
-            if caught_up and self._preallocated:
-                # The journal being archived ends at our offset: its room would only weigh
-                # down the backups. Readers still on it stop at the end either way.
-                os.ftruncate(self._fd, self._offset)
-                self._allocated = self._offset
+            write_synced(journal_tmp, self._fresh_journal(header))
+            if caught_up:  # only then does the journal being archived end at our offset
+                self._shed_room()
             rotate_backups((self.path, self.journal_path), self.max_backups)
             os.replace(tmp, self.path)
             os.replace(journal_tmp, self.journal_path)
@@ -463,29 +377,6 @@ class JournalStore:
                 self.path,
                 len(self.problems),
             )
-
-    def _clear_tail(self, end: int) -> None:
-        """Remove whatever follows the last whole line of the live journal, as loaded.
-
-        That is the torn last line already warned about and, after a power cut, blocks of an
-        unacknowledged write that reached the disk while an earlier block did not (reading
-        stopped at the zeros between): left there, the next lines would run into them.
-        """
-        if not self._preallocated:
-            if self._allocated > end:
-                os.ftruncate(self._fd, end)
-                self._allocated = end
-            return
-        tail = os.pread(self._fd, max(self._allocated - end, 0), end)
-        first = used_length(tail)
-        if tail[first:].strip(b"\0"):
-            log.warning(
-                "file queue %s: cleared bytes past the end of the journal (an unacknowledged "
-                "write cut short by a crash of the machine)",
-                self.journal_path,
-            )
-        if tail.strip(b"\0"):
-            zero_fill(self._fd, end, end + len(tail.rstrip(b"\0")))
 
     def _problem(self, message: str) -> None:
         log.error("%s", message)

@@ -19,7 +19,7 @@ import pytest
 
 from queuekit import QueueManager
 from queuekit.clock import now
-from queuekit.drivers import file_store
+from queuekit.drivers import file_tail
 from queuekit.drivers.file import FileDriver
 from queuekit.errors import ConfigError, DriverError, DuplicateJobError
 from queuekit.record import JobRecord
@@ -452,13 +452,13 @@ async def test_a_driver_connected_before_fork_refuses_to_work_in_the_child(
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the journal fsyncs (one entry per call)."""
     calls: list[int] = []
-    real = file_store.datasync
+    real = file_tail.datasync
 
     def counting(fd: int) -> None:
         calls.append(fd)
         real(fd)
 
-    monkeypatch.setattr(file_store, "datasync", counting)
+    monkeypatch.setattr(file_tail, "datasync", counting)
     return calls
 
 
@@ -727,7 +727,7 @@ async def test_a_journal_replaced_by_another_process_recovering_is_never_appende
 
 _CHILD = """
 import asyncio, os, signal, sys
-from queuekit.drivers import file_store
+from queuekit.drivers import file_tail
 from queuekit.drivers.file import FileDriver
 from queuekit.testing import make_record
 
@@ -746,7 +746,7 @@ async def main(path, kill):
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(fd, data, offset)
 
-        file_store.os.pwrite = half_then_die
+        file_tail.os.pwrite = half_then_die
         await driver.push(make_record(3))
     await driver.close()
 
