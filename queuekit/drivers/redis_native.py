@@ -152,6 +152,8 @@ class NativeTransport:
         self.socket_timeout = socket_timeout
         self._main: _Connection | None = None
         self._opening = asyncio.Lock()
+        # Connections belong to the event loop that opened them (see _follow_loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[_Connection] = []
         self._blocking: set[_Connection] = set()
 
@@ -217,8 +219,23 @@ class NativeTransport:
                 failed = "AUTH failed" if name == "AUTH" else f"SELECT {address.db} failed"
                 raise DriverError(f"Redis {self.description}: {failed}: {reply}")
 
+    def _follow_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop; connections opened on another one are dropped first.
+
+        A driver used from one ``asyncio.run`` after another (a script, a synchronous web view)
+        would otherwise hand the new loop futures of a loop that is gone.
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._drop_all()
+                self._opening = asyncio.Lock()
+            self._loop = loop
+        return loop
+
     async def _connection(self) -> _Connection:
         """The shared connection, opened again if it was lost."""
+        self._follow_loop()
         conn = self._main
         if conn is not None and conn.lost is None:
             return conn
@@ -238,7 +255,7 @@ class NativeTransport:
     async def _request(self, what: str, packed: bytes, count: int = 1) -> list[Any]:
         """Send ``count`` packed commands on the shared connection; their replies in order."""
         conn = self._main
-        if conn is None or conn.lost is not None:
+        if conn is None or conn.lost is not None or self._loop is not asyncio.get_running_loop():
             conn = await self._connection()
         try:
             futures = conn.send(packed, count, self.socket_timeout)
@@ -339,6 +356,7 @@ class NativeTransport:
             script, skeys, args = then
             packed += _pack(("EVALSHA", script.sha, len(skeys), *skeys, *args))
             count = 2
+        self._follow_loop()
         conn = self._idle.pop() if self._idle else await self._open(what)
         self._blocking.add(conn)
         done = False
@@ -362,6 +380,9 @@ class NativeTransport:
 
     async def close(self) -> None:
         """Close every connection; requests still waiting fail with ``DriverError``."""
+        self._drop_all()
+
+    def _drop_all(self) -> None:
         conns = [*self._idle, *self._blocking]
         if self._main is not None:
             conns.append(self._main)
@@ -369,5 +390,6 @@ class NativeTransport:
         self._idle.clear()
         self._blocking.clear()
         for conn in conns:
+            # On a loop that is already closed, aborting raises; the socket goes with the loop.
             with contextlib.suppress(Exception):
                 conn.abort(_ConnectionLost("closed"))

@@ -170,6 +170,28 @@ async def test_a_cancelled_blocking_wait_never_hands_its_connection_on(prefix: s
         await driver.close()
 
 
+def test_a_driver_used_from_one_event_loop_after_another_opens_new_connections(
+    prefix: str,  # noqa: F811
+) -> None:
+    # As a script or a synchronous web view does: each asyncio.run is a new loop, and the
+    # connections of the last one (gone with it) must not be handed to the next.
+    driver = RedisDriver({"url": REDIS_URL, "prefix": prefix})
+
+    async def push(n: int) -> None:
+        await driver.push(make_record(n))
+
+    async def take() -> dict[str, int] | None:
+        got = await driver.reserve(["default"], lease=LEASE, wait=0.3)  # waits on a blocker too
+        return None if got is None else got.payload
+
+    asyncio.run(push(1))
+    assert asyncio.run(take()) == {"n": 1}
+    assert asyncio.run(take()) is None, "a wait on a blocking connection of the new loop"
+    asyncio.run(push(2))
+    assert asyncio.run(take()) == {"n": 2}
+    asyncio.run(driver.close())
+
+
 # -- every part of a URL, on private servers ----------------------------------------------------
 
 
