@@ -8,6 +8,7 @@ error comes out as a ``DriverError`` that names the queue's database and server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -86,6 +87,9 @@ class MySQLPool:
         self._kwargs = kwargs
         self._where = where
         self._pool: aiomysql.Pool | None = None
+        self._size = 1
+        # aiomysql's connections belong to the event loop that opened them (see _here).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self, size: int) -> bool:
         """Open the pool of up to ``size`` connections; False when it is open already."""
@@ -97,14 +101,37 @@ class MySQLPool:
             )
         except (aiomysql.Error, OSError) as e:
             raise DriverError(f"{self._where}: cannot connect: {e}") from e
+        self._size = size
+        self._loop = asyncio.get_running_loop()
         return True
+
+    async def _here(self) -> aiomysql.Pool:
+        """The pool, opened anew if it was opened on another event loop.
+
+        A driver used from one ``asyncio.run`` after another (a script, a synchronous web view)
+        would otherwise reach for connections of a loop that is gone.
+        """
+        pool = self._pool
+        if pool is None:
+            raise DriverError(f"{self._where}: the driver is not connected")
+        if self._loop is asyncio.get_running_loop():
+            return pool
+        self._pool = None
+        _abandon(pool)
+        await self.open(self._size)
+        assert self._pool is not None
+        return self._pool
 
     async def close(self) -> None:
         """Close every pooled connection."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-            await pool.wait_closed()
+        if pool is None:
+            return
+        if self._loop is not asyncio.get_running_loop():
+            _abandon(pool)
+            return
+        pool.close()
+        await pool.wait_closed()
 
     def wrap(self, error: BaseException) -> DriverError:
         """``error`` as a ``DriverError`` naming the queue."""
@@ -112,9 +139,8 @@ class MySQLPool:
 
     async def autocommit(self, body: Callable[[aiomysql.Cursor], Awaitable[T]]) -> T:
         """Run ``body`` on a pooled connection, each statement committing on its own."""
-        if self._pool is None:
-            raise DriverError(f"{self._where}: the driver is not connected")
-        conn = await self._acquire()
+        pool = await self._here()
+        conn = await self._acquire(pool)
         try:
             async with conn.cursor() as cur:
                 return await body(cur)
@@ -124,7 +150,7 @@ class MySQLPool:
                 raise self.wrap(e) from e
             raise
         finally:
-            self._pool.release(conn)
+            pool.release(conn)
 
     async def transaction(self, body: Callable[[TransactionCursor], Awaitable[T]]) -> T:
         """Run ``body`` in one transaction; a deadlock or lock timeout runs it again.
@@ -132,10 +158,9 @@ class MySQLPool:
         BEGIN travels with the first statement and COMMIT with the last one the body defers
         (``then_commit``), so a reservation costs two round trips, not four.
         """
-        if self._pool is None:
-            raise DriverError(f"{self._where}: the driver is not connected")
+        pool = await self._here()
         for attempt in range(1, _ATTEMPTS + 1):
-            conn = await self._acquire()
+            conn = await self._acquire(pool)
             try:
                 async with conn.cursor() as cur:
                     tx = TransactionCursor(cur)
@@ -151,13 +176,12 @@ class MySQLPool:
                     continue
                 raise self.wrap(e) from e
             finally:
-                self._pool.release(conn)
+                pool.release(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _acquire(self) -> aiomysql.Connection:
-        assert self._pool is not None
+    async def _acquire(self, pool: aiomysql.Pool) -> aiomysql.Connection:
         try:
-            return await self._pool.acquire()
+            return await pool.acquire()
         except (aiomysql.Error, OSError) as e:
             raise DriverError(f"{self._where}: cannot get a connection: {e}") from e
 
@@ -221,6 +245,20 @@ class TransactionCursor:
 
 
 Cursor = aiomysql.Cursor | TransactionCursor
+
+
+def _abandon(pool: aiomysql.Pool) -> None:
+    """Let go of a pool whose event loop is gone (or elsewhere), without that loop.
+
+    Its loop cannot run the transports' close any more; each connection forgets its transport,
+    whose own finalizer closes the socket, so that the connection's finalizer does not try the
+    dead loop again.
+    """
+    for conn in [*getattr(pool, "_free", ()), *getattr(pool, "_used", ())]:
+        with contextlib.suppress(Exception):
+            conn.close()
+        conn._writer = None
+        conn._reader = None
 
 
 def error_code(error: BaseException) -> int | None:
