@@ -3,8 +3,8 @@
 A script or a synchronous web view may call ``asyncio.run`` once per request with one manager;
 each call is a new event loop, and connections opened on the last one (gone with it) must not be
 handed to the next. The Redis driver did that once (futures of the old loop), the MySQL driver
-too (its pool's connections); this test holds every driver to it. The PostgreSQL dialect still
-does (marked: a strict xfail, so its fix shows up here).
+(its pool's connections) and the PostgreSQL one (its pipelined connections, NOTIFY timer and
+LISTEN task) too; this test holds every driver to it.
 """
 
 from __future__ import annotations
@@ -21,16 +21,8 @@ from queuekit.manager import QueueManager
 from queuekit.testing import ContractJob
 from tests.services import MYSQL_URL, POSTGRES_URL, REDIS_URL
 
-_POSTGRES_BOUND = pytest.mark.xfail(
-    strict=True,
-    reason="the PostgreSQL dialect's pipelined connections, NOTIFY timer and LISTEN task are "
-    "bound to the loop that opened them (known, open)",
-)
 
-
-@pytest.fixture(
-    params=["sqlite", "file", pytest.param("postgres", marks=_POSTGRES_BOUND), "mysql", "redis"]
-)
+@pytest.fixture(params=["sqlite", "file", "postgres", "mysql", "redis"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A manager config on a fresh store of each driver in turn."""
     kind = request.param

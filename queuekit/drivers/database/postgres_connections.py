@@ -8,6 +8,7 @@ Whichever it is, a psycopg or socket error comes back as a ``DriverError`` that 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -61,6 +62,11 @@ class PostgresConnections:
         self.connect_kwargs = dict(connect_kwargs)
         self._pool: AsyncConnectionPool | None = None
         self._session: PipelinedSession | None = None
+        self._name = "queuekit"
+        # Both belong to the event loop that opened them; used from another loop (a later
+        # asyncio.run), each is opened anew on it (see session() and _live_pool()).
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
 
     async def open(self, name: str) -> None:
         """Open the pool (one connection at once, the others when needed); idempotent.
@@ -69,13 +75,21 @@ class PostgresConnections:
         """
         if self._pool is not None:
             return
+        self._name = name
+        self._pool = await self._open_pool()
+        self._session = PipelinedSession(
+            self.conninfo, self.connect_kwargs, size=self.options.pool_size
+        )
+        self._session_loop = self._pool_loop = asyncio.get_running_loop()
+
+    async def _open_pool(self) -> AsyncConnectionPool:
         pool = AsyncConnectionPool(
             self.conninfo,
             min_size=1,
             max_size=self.options.pool_size,
             kwargs=self.connect_kwargs,
             timeout=self.options.connect_timeout,
-            name=name,
+            name=self._name,
             open=False,
         )
         try:
@@ -83,10 +97,7 @@ class PostgresConnections:
         except Exception as e:
             await pool.close()
             raise DriverError(f"{self.where}: cannot connect: {e}") from e
-        self._pool = pool
-        self._session = PipelinedSession(
-            self.conninfo, self.connect_kwargs, size=self.options.pool_size
-        )
+        return pool
 
     @property
     def is_open(self) -> bool:
@@ -95,12 +106,19 @@ class PostgresConnections:
 
     async def close(self) -> None:
         """Close the session and the pool; statements in flight fail. Idempotent."""
+        loop = asyncio.get_running_loop()
         if self._session is not None:
             session, self._session = self._session, None
-            await session.close()
+            if self._session_loop is loop:
+                await session.close()
+            else:
+                session.abandon()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            if self._pool_loop is loop:
+                await pool.close()
+            else:
+                _abandon_pool(pool)
 
     def failure(self, action: str, error: BaseException) -> DriverError:
         """The ``DriverError`` reporting that ``action`` failed with ``error``."""
@@ -111,20 +129,35 @@ class PostgresConnections:
 
     def session(self) -> PipelinedSession:
         """The pipelined session; its errors are psycopg's, for the caller to translate."""
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise self._not_connected()
-        return self._session
+        loop = asyncio.get_running_loop()
+        if self._session_loop is not loop:
+            session.abandon()
+            session = self._session = PipelinedSession(
+                self.conninfo, self.connect_kwargs, size=self.options.pool_size
+            )
+            self._session_loop = loop
+        return session
 
-    def _live_pool(self) -> AsyncConnectionPool:
-        if self._pool is None:
+    async def _live_pool(self) -> AsyncConnectionPool:
+        pool = self._pool
+        if pool is None:
             raise self._not_connected()
-        return self._pool
+        loop = asyncio.get_running_loop()
+        if self._pool_loop is not loop:
+            self._pool = None
+            _abandon_pool(pool)
+            pool = self._pool = await self._open_pool()
+            self._pool_loop = loop
+        return pool
 
     @contextlib.asynccontextmanager
     async def connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection in autocommit, for a statement that needs one to itself."""
         try:
-            async with self._live_pool().connection() as conn:
+            async with (await self._live_pool()).connection() as conn:
                 yield conn
         except (psycopg.Error, OSError) as e:
             raise self.failure(action, e) from e
@@ -134,7 +167,7 @@ class PostgresConnections:
     async def execute(self, action: str, query: bytes, params: Mapping[str, Any]) -> int:
         """Run one statement on a pooled connection; returns its row count."""
         try:
-            async with self._live_pool().connection() as conn:
+            async with (await self._live_pool()).connection() as conn:
                 cur = await conn.execute(query, params)
                 return cur.rowcount
         except (psycopg.Error, OSError) as e:
@@ -145,7 +178,7 @@ class PostgresConnections:
     ) -> list[tuple[Any, ...]]:
         """Run one statement on a pooled connection; returns its rows."""
         try:
-            async with self._live_pool().connection() as conn:
+            async with (await self._live_pool()).connection() as conn:
                 cur = await conn.execute(query, params)
                 return await cur.fetchall()
         except (psycopg.Error, OSError) as e:
@@ -173,3 +206,11 @@ class PostgresConnections:
             return await self.session().fetch(statement, args, orphaned=orphaned)
         except (psycopg.Error, OSError) as e:
             raise self.failure(action, e) from e
+
+
+def _abandon_pool(pool: AsyncConnectionPool) -> None:
+    """Let go of a pool whose event loop is gone: its idle connections are closed by libpq
+    directly (the loop cannot run psycopg's close any more); its tasks went with the loop."""
+    for conn in list(getattr(pool, "_pool", ())):
+        with contextlib.suppress(Exception):
+            conn.pgconn.finish()

@@ -97,12 +97,21 @@ class Listener:
 
         Once that attempt succeeded, a push committed after this returns always wakes the caller.
         """
-        if self._task is None:
+        task = self._task
+        if task is not None and task.get_loop() is not asyncio.get_running_loop():
+            # A later event loop (asyncio.run again): the last one cancelled its listener on
+            # the way out, so this one listens anew.
+            task = self._task = None
+            self._tried = asyncio.Event()
+        if task is None:
             self._task = asyncio.create_task(self._listen(), name=f"queuekit-listen {self._where}")
         await self._tried.wait()
 
     async def close(self) -> None:
         """Stop listening and close the connection; idempotent."""
+        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
+            self._task = None  # its loop is gone, and the task with it
+            self._tried = asyncio.Event()
         if self._task is not None:
             task, self._task = self._task, None
             task.cancel()
@@ -163,13 +172,19 @@ class CommitNotices:
         self._send = send
         self._pending: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def committed(self, queues: Iterable[str]) -> None:
         """Announce jobs of ``queues`` whose commit has completed (at the latest after DELAY)."""
         self._pending.update(queues)
-        if self._timer is None and self._pending:
-            self._timer = asyncio.get_running_loop().call_later(self.DELAY, self._flush)
+        if not self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        # A timer of an earlier event loop (asyncio.run again) never fires: start one here.
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer = loop.call_later(self.DELAY, self._flush)
+            self._timer_loop = loop
 
     def _flush(self) -> None:
         self._timer = None
@@ -182,8 +197,11 @@ class CommitNotices:
 
     async def close(self, timeout: float) -> None:
         """Send what is pending now and wait up to ``timeout`` seconds for every notice."""
+        loop = asyncio.get_running_loop()
         if self._timer is not None:
             self._timer.cancel()
             self._flush()
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=timeout)
+        # Notices of an earlier event loop went with it.
+        in_flight = {task for task in self._in_flight if task.get_loop() is loop}
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=timeout)

@@ -30,6 +30,7 @@ statement opens a new one if none is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -357,6 +358,16 @@ class PipelinedSession:
         task = asyncio.get_running_loop().create_task(lane.conn.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def abandon(self) -> None:
+        """Let go of every connection without the event loop they were opened on (it is gone,
+        or elsewhere): libpq closes each socket directly. The session is closed after."""
+        self._closed = True
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.broken = lane.broken or psycopg.OperationalError("the event loop changed")
+            with contextlib.suppress(Exception):
+                lane.pgconn.finish()
 
     async def close(self) -> None:
         """Close every connection; statements in flight fail. Idempotent."""
