@@ -160,9 +160,11 @@ class NativeTransport:
     # -- connections -----------------------------------------------------------------------
 
     async def _open(self, what: str) -> _Connection:
-        """A new connection, authenticated and on the configured database."""
+        """A new connection, authenticated and on the configured database (see
+        ``_open_or_fail``)."""
         address = self.address
         loop = asyncio.get_running_loop()
+        conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if address.path is not None:
@@ -178,6 +180,17 @@ class NativeTransport:
                         server_hostname=address.host if address.tls else None,
                     )
                 await self._handshake(conn)
+        except BaseException:
+            # Connected, but AUTH or SELECT was refused or did not answer in time.
+            if conn is not None:
+                conn.abort(_ConnectionLost("not set up"))
+            raise
+        return conn
+
+    async def _open_or_fail(self, what: str) -> _Connection:
+        """``_open``, its socket errors and time-outs as ``DriverError`` naming the server."""
+        try:
+            return await self._open(what)
         except TimeoutError as e:
             raise DriverError(
                 f"Redis {self.description} is unreachable ({what}): "
@@ -187,7 +200,6 @@ class NativeTransport:
             raise DriverError(
                 f"Redis {self.description} is unreachable ({what}): {e.strerror or e}"
             ) from e
-        return conn
 
     def _tls_context(self) -> ssl.SSLContext | None:
         address = self.address
@@ -215,12 +227,11 @@ class NativeTransport:
         for (name, _), future in zip(commands, futures, strict=True):
             reply = await future
             if isinstance(reply, hiredis.ReplyError):
-                conn.abort(_ConnectionLost(f"{name} refused"))
                 failed = "AUTH failed" if name == "AUTH" else f"SELECT {address.db} failed"
                 raise DriverError(f"Redis {self.description}: {failed}: {reply}")
 
-    def _follow_loop(self) -> asyncio.AbstractEventLoop:
-        """The running loop; connections opened on another one are dropped first.
+    def _follow_loop(self) -> None:
+        """Drop the connections if they were opened on another event loop than the running one.
 
         A driver used from one ``asyncio.run`` after another (a script, a synchronous web view)
         would otherwise hand the new loop futures of a loop that is gone.
@@ -231,7 +242,6 @@ class NativeTransport:
                 self._drop_all()
                 self._opening = asyncio.Lock()
             self._loop = loop
-        return loop
 
     async def _connection(self) -> _Connection:
         """The shared connection, opened again if it was lost."""
@@ -243,7 +253,7 @@ class NativeTransport:
             conn = self._main
             if conn is None or conn.lost is not None:
                 self._main = None
-                conn = self._main = await self._open("connect")
+                conn = self._main = await self._open_or_fail("connect")
         return conn
 
     def _failure(self, what: str, error: BaseException) -> DriverError:
@@ -357,7 +367,7 @@ class NativeTransport:
             packed += _pack(("EVALSHA", script.sha, len(skeys), *skeys, *args))
             count = 2
         self._follow_loop()
-        conn = self._idle.pop() if self._idle else await self._open(what)
+        conn = self._idle.pop() if self._idle else await self._open_or_fail(what)
         self._blocking.add(conn)
         done = False
         try:
@@ -371,7 +381,8 @@ class NativeTransport:
             if done and conn.lost is None and len(self._idle) < _IDLE_BLOCKERS:
                 self._idle.append(conn)
             else:
-                # Cancelled mid-wait, its pop is still pending on the server: never reuse it.
+                # Cancelled mid-wait its pop is still pending on the server, so it is never
+                # reused; a healthy one beyond the idle ones kept is closed too.
                 conn.abort(_ConnectionLost("closed"))
         popped = replies[0]
         if isinstance(popped, hiredis.ReplyError):

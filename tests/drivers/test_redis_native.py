@@ -342,6 +342,22 @@ async def test_a_server_that_never_answers_the_connection_is_given_up_on() -> No
         with pytest.raises(DriverError, match=rf"127.0.0.1:{port}/0 is unreachable .*0.5s"):
             await driver.connect()
         assert time.monotonic() - started < 5
+
+        # The half-set-up connection was closed, not left open: its peer reads the end of it
+        # (in a thread, so the loop can run the close meanwhile).
+        def read_to_end() -> bytes:
+            listener.settimeout(5)
+            peer, _ = listener.accept()
+            with peer:
+                peer.settimeout(5)
+                received = b""
+                with contextlib.suppress(ConnectionResetError):
+                    while chunk := peer.recv(4096):
+                        received += chunk
+                return received
+
+        received = await asyncio.to_thread(read_to_end)
+        assert received.startswith(b"*2\r\n$4\r\nAUTH\r\n"), received
         await driver.close()
     finally:
         listener.close()
