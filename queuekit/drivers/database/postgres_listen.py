@@ -97,21 +97,21 @@ class Listener:
 
         Once that attempt succeeded, a push committed after this returns always wakes the caller.
         """
-        task = self._task
-        if task is not None and task.get_loop() is not asyncio.get_running_loop():
-            # A later event loop (asyncio.run again): the last one cancelled its listener on
-            # the way out, so this one listens anew.
-            task = self._task = None
-            self._tried = asyncio.Event()
-        if task is None:
+        self._forget_other_loop()
+        if self._task is None:
             self._task = asyncio.create_task(self._listen(), name=f"queuekit-listen {self._where}")
         await self._tried.wait()
 
+    def _forget_other_loop(self) -> None:
+        """Forget a listener of an earlier event loop (asyncio.run again): that loop cancelled
+        it on the way out, so this one listens anew."""
+        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
+            self._task = None
+            self._tried = asyncio.Event()
+
     async def close(self) -> None:
         """Stop listening and close the connection; idempotent."""
-        if self._task is not None and self._task.get_loop() is not asyncio.get_running_loop():
-            self._task = None  # its loop is gone, and the task with it
-            self._tried = asyncio.Event()
+        self._forget_other_loop()
         if self._task is not None:
             task, self._task = self._task, None
             task.cancel()
